@@ -1,0 +1,183 @@
+"""Shared 3D geometry helpers (numpy and scipy only): surface sampling, poses, fits, ICP, boxes.
+
+Conventions: points are (N, 3) float64 arrays in whatever frame the caller uses (the project's
+scenes use the camera optical frame, in metres); a pose is a (4, 4) float64 matrix
+T = [R @ diag(s) | t] that maps object coordinates to that frame, p' = R @ (s * p) + t.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+# -----------------------------------------------------------------------------
+# sampling and transforms
+
+
+def triangle_areas(vertices, faces) -> np.ndarray:
+    """Areas (F,) float64 of a mesh's triangles; vertices (V, 3) float, faces (F, 3) int."""
+    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]  # (F, 3, 3)
+    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+
+def sample_surface(vertices, faces, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Area-weighted uniform samples on a triangle mesh's surface.
+
+    vertices: (V, 3) float; faces: (F, 3) int indices into vertices; n: number of samples;
+    rng: the only source of randomness. Returns (n, 3) float64 points, in vertices' frame and
+    in random order. Raises ValueError if the mesh has no surface area.
+    """
+    cum_area = np.cumsum(triangle_areas(vertices, faces))  # (F,)
+    if len(cum_area) == 0 or not cum_area[-1] > 0:
+        raise ValueError("cannot sample a mesh with zero surface area")
+    idx = np.searchsorted(cum_area, rng.random(n) * cum_area[-1], side="right")
+    idx = np.minimum(idx, len(cum_area) - 1)  # guards the float edge case u * total == total
+    faces = np.asarray(faces, dtype=np.int64)[idx]  # (n, 3), one triangle per sample
+    tri = np.asarray(vertices, dtype=np.float64)[faces]  # (n, 3, 3)
+    u, v = rng.random((2, n))
+    flip = u + v > 1  # fold the unit square onto the triangle u + v <= 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    return tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a (4, 4) affine transform to (N, 3) points; returns (N, 3) float64."""
+    T = np.asarray(T, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
+
+
+def compose_pose(rotation: np.ndarray, translation: np.ndarray, scale) -> np.ndarray:
+    """Pose T = [R @ diag(s) | t] (4, 4) from R (3, 3), t (3,) and s (3,) or a scalar."""
+    T = np.eye(4)
+    T[:3, :3] = np.asarray(rotation, dtype=np.float64) * np.broadcast_to(scale, (3,))[None, :]
+    T[:3, 3] = translation
+    return T
+
+
+def decompose_pose(
+    T: np.ndarray, ortho_tol: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of compose_pose: (4, 4) pose -> (R (3, 3) with det +1, t (3,), s (3,) > 0).
+
+    Round-off (e.g. from float32 storage) is removed by projecting R onto the nearest rotation.
+    Raises ValueError if T is not finite, its last row is not [0, 0, 0, 1], a scale is zero,
+    the linear part is a reflection, or it has shear beyond ortho_tol.
+    """
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise ValueError(f"pose must be a finite (4, 4) matrix, got shape {T.shape}")
+    if not np.allclose(T[3], [0, 0, 0, 1]):
+        raise ValueError(f"pose's last row must be [0, 0, 0, 1], got {T[3]}")
+    s = np.linalg.norm(T[:3, :3], axis=0)
+    if not np.all(s > 1e-12):
+        raise ValueError(f"pose has a zero scale: {s}")
+    R = T[:3, :3] / s
+    if np.linalg.det(R) <= 0:
+        raise ValueError("pose is a reflection (det < 0); it has no rotation + positive scale")
+    if np.abs(R.T @ R - np.eye(3)).max() > ortho_tol:
+        raise ValueError("pose has shear; it is not a rotation times a per-axis scale")
+    U, _, Vt = np.linalg.svd(R)
+    return U @ Vt, T[:3, 3].copy(), s
+
+
+# -----------------------------------------------------------------------------
+# registration
+
+
+def umeyama(
+    src: np.ndarray, dst: np.ndarray, with_scale: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares similarity (or rigid, with_scale=False) fit: dst ~= s * R @ src + t.
+
+    src, dst: (N, 3) corresponding points, N >= 3. Returns R (3, 3) with det +1 (never a
+    reflection), t (3,) and the uniform scale s (1.0 when with_scale is False).
+    Umeyama, "Least-squares estimation of transformation parameters...", TPAMI 1991.
+    """
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise ValueError(f"need two (N >= 3, 3) arrays, got {src.shape} and {dst.shape}")
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_src, dst - mu_dst
+    U, S, Vt = np.linalg.svd(xd.T @ xs / len(src))  # cross-covariance (3, 3)
+    d = np.ones(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        d[2] = -1.0  # flip the weakest axis: the best proper rotation, not a reflection
+    R = (U * d) @ Vt
+    s = 1.0
+    if with_scale:
+        var_src = (xs**2).sum() / len(src)
+        if not var_src > 0:
+            raise ValueError("cannot fit a scale to coincident source points")
+        s = float((S * d).sum() / var_src)
+    return R, mu_dst - s * R @ mu_src, s
+
+
+@dataclass(frozen=True)
+class IcpResult:
+    transform: np.ndarray  # (4, 4) maps src into dst's frame: s * R @ p + t
+    fitness: float  # fraction of src points with a correspondence within the max distance
+    rmse: float  # RMS distance of those correspondences, in dst's units
+    iterations: int  # number of Umeyama updates made
+
+
+def icp(
+    src: np.ndarray,
+    dst: np.ndarray,
+    init: np.ndarray | None = None,
+    with_scale: bool = False,
+    max_iterations: int = 50,
+    tolerance: float = 1e-6,
+    max_correspondence_distance: float | None = None,
+) -> IcpResult:
+    """Point-to-point ICP aligning src (N, 3) to dst (M, 3), deterministic.
+
+    Each iteration pairs every transformed src point with its nearest dst point (cKDTree),
+    drops pairs farther than max_correspondence_distance (None keeps all) and refits the whole
+    transform with Umeyama: rigid, or rigid + uniform scale with with_scale. init: (4, 4) start
+    (identity if None). Stops after max_iterations or when the RMSE changes by < tolerance;
+    fitness and rmse describe the returned transform.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    tree = cKDTree(np.asarray(dst, dtype=np.float64))
+    limit = np.inf if max_correspondence_distance is None else max_correspondence_distance
+
+    def correspond(T):
+        dist, j = tree.query(transform_points(T, src), distance_upper_bound=limit)
+        ok = np.isfinite(dist)
+        rmse = float(np.sqrt(np.mean(dist[ok] ** 2))) if ok.any() else np.inf
+        return ok, j, rmse
+
+    T = np.eye(4) if init is None else np.asarray(init, dtype=np.float64).copy()
+    ok, j, rmse = correspond(T)
+    iterations = 0
+    while iterations < max_iterations and ok.sum() >= 3:
+        R, t, s = umeyama(src[ok], tree.data[j[ok]], with_scale)
+        T = compose_pose(R, t, s)
+        prev_rmse = rmse
+        ok, j, rmse = correspond(T)
+        iterations += 1
+        if abs(prev_rmse - rmse) < tolerance:
+            break
+    return IcpResult(T, float(ok.mean()), rmse, iterations)
+
+
+# -----------------------------------------------------------------------------
+# axis-aligned boxes
+
+
+def aabb_iou_matrix(a_min, a_max, b_min, b_max) -> np.ndarray:
+    """Pairwise 3D IoU of axis-aligned boxes: a_* (N, 3), b_* (M, 3) corners -> (N, M).
+
+    A pair whose union has zero volume (e.g. two flat boxes) has IoU 0.
+    """
+    a_min, a_max, b_min, b_max = (np.asarray(x, np.float64) for x in (a_min, a_max, b_min, b_max))
+    overlap = np.minimum(a_max[:, None], b_max[None]) - np.maximum(a_min[:, None], b_min[None])
+    inter = np.clip(overlap, 0, None).prod(-1)  # (N, M)
+    union = (a_max - a_min).prod(-1)[:, None] + (b_max - b_min).prod(-1)[None] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def aabb_iou(a_min, a_max, b_min, b_max) -> float:
+    """3D IoU of two axis-aligned boxes given by (3,) min and max corners."""
+    boxes = (np.reshape(x, (1, 3)) for x in (a_min, a_max, b_min, b_max))
+    return float(aabb_iou_matrix(*boxes)[0, 0])
