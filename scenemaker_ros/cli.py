@@ -1,0 +1,130 @@
+"""``scenemaker <command>``: the one command-line entry point.
+
+Commands: ``data`` (generate / preview / shapes), ``bench`` (data), ``config`` (show). User errors
+print one line and exit with status 2; they never end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scenemaker_ros.errors import SceneMakerError
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML config (see config/scenemaker.yaml); defaults otherwise")
+
+
+def _data_generate(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config, save_config
+    from scenemaker_ros.synth.dataset import generate_dataset
+
+    overrides = {"data.sensor_noise": True} if args.noise else {}
+    cfg = load_config(args.config, overrides)
+    if args.workers < 1:
+        raise SceneMakerError("data generate: --workers must be >= 1")
+    root = generate_dataset(args.out, n=args.n, seed=args.seed, cfg=cfg.data, split=args.split,
+                            workers=args.workers)
+    save_config(cfg, root / "config.yaml")
+    print(f"wrote {args.n} '{args.split}' scenes to {root}")
+
+
+def _data_preview(args: argparse.Namespace) -> None:
+    from scenemaker_ros.synth.dataset import SceneDataset
+    from scenemaker_ros.viz import save_dataset_preview
+
+    dataset = SceneDataset(args.dataset, args.split)
+    indices = [i for i in args.indices if i < len(dataset)] or [0]
+    out = args.out or Path(args.dataset) / f"preview-{args.split}.png"
+    save_dataset_preview([dataset[i] for i in indices], out)
+    print(f"wrote {out}")
+
+
+def _data_shapes(args: argparse.Namespace) -> None:
+    from scenemaker_ros.synth.shapes import FAMILIES, make_shape, save_shape_grid
+
+    families = sorted(FAMILIES)
+    shapes = [make_shape(families[i % len(families)], args.seed + i) for i in range(args.n)]
+    save_shape_grid(shapes, args.out)
+    print(f"wrote {args.out} ({args.n} shapes from {len(families)} families)")
+
+
+def _bench_data(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.data import run_data_benchmark
+
+    run_data_benchmark(n=args.n, workers=args.workers, out=args.out, config=args.config)
+
+
+def _config_show(args: argparse.Namespace) -> None:
+    import yaml
+
+    from scenemaker_ros.config import config_to_dict, load_config
+
+    print(yaml.safe_dump(config_to_dict(load_config(args.config)), sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenemaker", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="synthetic scene datasets").add_subparsers(
+        dest="data_command", required=True, metavar="SUBCOMMAND")
+    gen = data.add_parser("generate", help="render N scenes into shards (resumable)")
+    gen.add_argument("--n", type=int, required=True, help="number of scenes")
+    gen.add_argument("--out", type=Path, required=True, help="dataset folder")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--split", default="train", help="split name (train, val, test, ...)")
+    gen.add_argument("--workers", type=int, default=1, help="parallel processes")
+    gen.add_argument("--noise", action="store_true", help="also store sensor-noise depth")
+    _add_config_argument(gen)
+    gen.set_defaults(func=_data_generate)
+
+    preview = data.add_parser("preview", help="RGB / depth / masks / poses of a few scenes")
+    preview.add_argument("dataset", type=Path)
+    preview.add_argument("--split", default="train")
+    preview.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2])
+    preview.add_argument("--out", type=Path, default=None, help="PNG (default: in the dataset)")
+    preview.set_defaults(func=_data_preview)
+
+    shapes = data.add_parser("shapes", help="preview grid of procedural shapes")
+    shapes.add_argument("--out", type=Path, default=Path("docs/shapes.png"))
+    shapes.add_argument("--n", type=int, default=24)
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.set_defaults(func=_data_shapes)
+
+    bench = commands.add_parser("bench", help="benchmarks (print a table, write JSON)"
+                                ).add_subparsers(dest="bench_command", required=True,
+                                                 metavar="SUBCOMMAND")
+    bench_data = bench.add_parser("data", help="scene generation + rendering throughput")
+    bench_data.add_argument("--n", type=int, default=40, help="scenes per run")
+    bench_data.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    bench_data.add_argument("--out", type=Path, default=Path("out/bench/data.json"))
+    _add_config_argument(bench_data)
+    bench_data.set_defaults(func=_bench_data)
+
+    config = commands.add_parser("config", help="configuration").add_subparsers(
+        dest="config_command", required=True, metavar="SUBCOMMAND")
+    show = config.add_parser("show", help="print the effective configuration as YAML")
+    _add_config_argument(show)
+    show.set_defaults(func=_config_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SceneMakerError as err:
+        print(f"scenemaker: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scenemaker: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

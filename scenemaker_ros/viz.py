@@ -1,0 +1,112 @@
+"""Pictures: dataset previews (RGB / depth / masks / posed meshes over the image)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scenemaker_ros.files import atomic_path  # noqa: E402
+from scenemaker_ros.geometry import transform_points  # noqa: E402
+
+# corner order of a unit box and its 12 edges, for drawing posed bounding boxes
+_BOX_CORNERS = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+_BOX_EDGES = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5),
+              (2, 6), (3, 7)]
+
+
+def object_colors(n: int) -> np.ndarray:
+    """(n, 3) float colours in [0, 1], distinct for neighbouring ids."""
+    return plt.get_cmap("tab10")(np.arange(n) % 10)[:, :3]
+
+
+def project(K: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) -> pixel coordinates (N, 2); points behind the camera -> NaN."""
+    z = points[:, 2:3]
+    uv = (points @ K.T)[:, :2] / np.where(z > 1e-6, z, np.nan)
+    return uv
+
+
+def instance_overlay(rgb: np.ndarray, instance: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """RGB (H, W, 3) uint8 with each instance id > 0 tinted in its colour."""
+    colors = object_colors(int(instance.max()) + 1)
+    out = rgb.astype(np.float32) / 255.0
+    mask = instance > 0
+    out[mask] = (1 - alpha) * out[mask] + alpha * colors[instance[mask] - 1]
+    return out
+
+
+def draw_posed_meshes(ax: plt.Axes, K: np.ndarray,
+                      posed: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      labels: Sequence[str] | None = None) -> None:
+    """Draw each posed mesh's wireframe and oriented box over an image axis.
+
+    ``posed``: (canonical vertices (V, 3), faces (F, 3), pose (4, 4) canonical -> camera).
+    """
+    colors = object_colors(len(posed))
+    for k, (vertices, faces, pose) in enumerate(posed):
+        lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+        corners = project(K, transform_points(pose, (lo + hi) / 2 + _BOX_CORNERS * (hi - lo)))
+        for a, b in _BOX_EDGES:
+            ax.plot(corners[[a, b], 0], corners[[a, b], 1], color=colors[k], lw=1.2)
+        uv = project(K, transform_points(pose, vertices))
+        step = max(1, len(faces) // 400)
+        tri = uv[faces[::step]]  # (F', 3, 2)
+        segments = np.concatenate([tri, tri[:, :1]], axis=1)
+        for seg in segments:
+            ax.plot(seg[:, 0], seg[:, 1], color=colors[k], lw=0.3, alpha=0.6)
+        if labels is not None:
+            centre = project(K, pose[None, :3, 3])[0]
+            ax.text(centre[0], centre[1], f"{k}:{labels[k]}", color="white", fontsize=6,
+                    bbox={"facecolor": colors[k], "alpha": 0.8, "pad": 1, "lw": 0})
+
+
+def save_dataset_preview(samples: Sequence, path: str | Path) -> None:
+    """One row per scene: RGB, depth, instance masks, posed meshes over RGB, objects alone."""
+    columns = ["RGB", "depth (m)", "instances", "ground-truth poses", "objects alone (amodal)"]
+    fig, axes = plt.subplots(len(samples), len(columns), figsize=(4 * len(columns),
+                                                                   3.1 * len(samples)),
+                             squeeze=False)
+    for row, sample in zip(axes, samples):
+        scene = sample.scene
+        K = scene.camera.K
+        row[0].imshow(sample.rgb)
+        depth = np.where(sample.depth > 0, sample.depth, np.nan)
+        image = row[1].imshow(depth, cmap="turbo")
+        fig.colorbar(image, ax=row[1], fraction=0.035)
+        row[2].imshow(instance_overlay(sample.rgb, sample.instance))
+        row[3].imshow(sample.rgb)
+        posed = [(*sample.meshes[obj.id], obj.pose_matrix) for obj in scene.objects]
+        draw_posed_meshes(row[3], K, posed, [obj.label for obj in scene.objects])
+        row[3].set_xlim(0, scene.camera.width)
+        row[3].set_ylim(scene.camera.height, 0)
+        row[4].imshow(_alone_montage(sample))
+        for ax, title in zip(row, columns):
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _alone_montage(sample, tile: int = 96) -> np.ndarray:
+    """Objects rendered alone, each fitted in a tile, side by side in a grid (uint8)."""
+    crops = [sample.amodal[obj.id].rgb for obj in sample.scene.objects if obj.id in sample.amodal]
+    columns = 4
+    rows = max(1, -(-len(crops) // columns))
+    canvas = np.full((rows * tile, columns * tile, 3), 255, dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        h, w = crop.shape[:2]
+        step = max(h, w) / tile
+        ys = (np.arange(int(h / step)) * step).astype(int)
+        xs = (np.arange(int(w / step)) * step).astype(int)
+        small = crop[ys][:, xs]
+        r, c = divmod(i, columns)
+        canvas[r * tile:r * tile + small.shape[0], c * tile:c * tile + small.shape[1]] = small
+    return canvas
