@@ -1,24 +1,17 @@
 import numpy as np
-import open3d as o3d
 import pytest
 
 from scenemaker_ros.config import SceneLayoutConfig
 from scenemaker_ros.geometry import sample_surface, transform_points
 from scenemaker_ros.synth.layout import layout_scene
 from scenemaker_ros.synth.shapes import COMPOSITE_FAMILIES, make_shape
+from tests.helpers import signed_distance
 
 SOLIDS = ["box", "cylinder", "ellipsoid", "cone", "torus", "blob", "l_block", "pyramid"]
 
 
 def _world_mesh(obj):
     return transform_points(obj.T_world_obj, obj.shape.vertices), obj.shape.faces
-
-
-def _signed_distance(vertices, faces, points):
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
-                        o3d.core.Tensor(faces.astype(np.uint32)))
-    return scene.compute_signed_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
 
 
 def _layout(seed, **overrides):
@@ -44,7 +37,7 @@ def test_objects_rest_without_interpenetration(seed):
         for j, b in enumerate(placed):
             if j == i or b.shape.family in COMPOSITE_FAMILIES:
                 continue
-            depth_inside = -_signed_distance(*_world_mesh(b), points).min()
+            depth_inside = -signed_distance(*_world_mesh(b), points).min()
             assert depth_inside < 1.5e-3, f"object {i} penetrates object {j} by {depth_inside}"
 
 
@@ -57,7 +50,7 @@ def test_stacking_and_touching_happen():
     rng = np.random.default_rng(1)
     for i in range(1, len(placed)):  # every later object touches some earlier one
         points = sample_surface(*meshes[i], 4000, rng)
-        gap = min(np.abs(_signed_distance(*meshes[j], points)).min() for j in range(i))
+        gap = min(np.abs(signed_distance(*meshes[j], points)).min() for j in range(i))
         assert gap < 3e-3
 
 
@@ -78,3 +71,24 @@ def test_deterministic():
     assert len(a) == len(b)
     for p, q in zip(a, b):
         np.testing.assert_array_equal(p.T_world_obj, q.T_world_obj)
+
+
+def test_stable_faces_of_a_box_and_a_cone():
+    from scenemaker_ros.synth.layout import stable_faces
+    box = make_shape("box", 0)
+    normals, chance = stable_faces(box.vertices, box.vertices.mean(axis=0))
+    axis_aligned = np.abs(normals).max(axis=1) > 0.999  # its six faces (bevels may balance too)
+    assert axis_aligned.sum() == 6 and np.isclose(chance.sum(), 1.0)
+    assert chance[axis_aligned].sum() > 0.8
+    # a cone with its mass low: the base is by far the likeliest rest
+    cone = make_shape("cone", 0)
+    com = np.array([0.0, 0.0, cone.vertices[:, 2].min() + np.ptp(cone.vertices[:, 2]) / 4])
+    normals, chance = stable_faces(cone.vertices, com)
+    assert np.allclose(normals[np.argmax(chance)], [0, 0, -1], atol=1e-6)
+    assert chance.max() > 0.3
+    # a strongly leaning parallelepiped cannot rest on its bottom or top: the centre of mass
+    # projects outside them
+    base = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    leaning = np.concatenate([base, base + [2.0, 0.0, 0.5]])
+    normals, _ = stable_faces(leaning, leaning.mean(axis=0))
+    assert len(normals) == 4 and np.all(np.abs(normals[:, 2]) < 0.99)
