@@ -30,6 +30,7 @@ def run_data_benchmark(n: int, workers: list[int], out: str | Path,
     print(f"\nPer-stage latency, {n} scenes, {objects / n:.1f} objects per scene on average")
     print_table(stages, ["stage", "n", "mean_ms", "p50_ms", "p95_ms"])
 
+    cfg.scenes_per_shard = max(1, n // (4 * max(workers)))  # enough shards to keep workers busy
     throughput = []
     for count in workers:
         with tempfile.TemporaryDirectory() as tmp:
