@@ -33,7 +33,7 @@ fi
 
 t0=$SECONDS
 echo "[build_msgs] pip install -r requirements-ros.txt"
-"$PY" -m pip install -q --disable-pip-version-check -r requirements-ros.txt
+"$PY" -m pip install -q --disable-pip-version-check -r requirements-ros.txt 2> >(grep -v "is ignored" >&2)
 
 echo "[build_msgs] building msg/ (scenemaker_msgs) into $VENV"
 [ "$CLEAN" = 1 ] && rm -rf "$BUILD"
