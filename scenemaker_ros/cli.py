@@ -1,6 +1,7 @@
 """``scenemaker <command>``: the one command-line entry point.
 
-Commands: ``data`` (generate / preview / shapes), ``bench`` (data), ``config`` (show). User errors
+Commands: ``data`` (generate / preview / export / shapes), ``eval``, ``bench`` (data),
+``config`` (show). User errors
 print one line and exit with status 2; they never end in a traceback.
 """
 
@@ -41,6 +42,42 @@ def _data_preview(args: argparse.Namespace) -> None:
     out = args.out or Path(args.dataset) / f"preview-{args.split}.png"
     save_dataset_preview([dataset[i] for i in indices], out)
     print(f"wrote {out}")
+
+
+def _data_export(args: argparse.Namespace) -> None:
+    from scenemaker_ros.scene import save_scene
+    from scenemaker_ros.synth.dataset import SceneDataset
+
+    dataset = SceneDataset(args.dataset, args.split)
+    if not 0 <= args.index < len(dataset):
+        raise SceneMakerError(f"data export: --index must be in 0..{len(dataset) - 1}")
+    sample = dataset[args.index]
+    save_scene(sample.scene, args.out, sample.meshes)
+    print(f"wrote ground-truth scene {args.index} ({len(sample.scene.objects)} objects) "
+          f"to {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.files import write_json_atomic
+    from scenemaker_ros.metrics import PosedMesh, evaluate_both
+    from scenemaker_ros.scene import load_scene, posed_vertices
+
+    cfg = load_config(args.config).metrics
+    pred, gt = ([PosedMesh(v, f) for v, f in posed_vertices(d, load_scene(d))]
+                for d in (args.pred, args.gt))
+    if not gt:
+        raise SceneMakerError(f"{args.gt}: the ground-truth scene has no objects")
+    results = evaluate_both(pred, gt, n_scene_samples=cfg.n_scene_samples,
+                            n_object_samples=cfg.n_object_samples, tau=cfg.tau, seed=cfg.seed)
+    report = {name: m.as_dict() for name, m in results.items()}
+    for name, m in results.items():
+        print(f"{name:6s}  CD-S {m.cd_s:.4f}  F-Score-S {m.fscore_s:.4f}  IoU-B {m.iou_b:.4f}  "
+              f"CD-O {m.cd_o:.4f}  F-Score-O {m.fscore_o:.4f}  matched {len(m.matches)}/{m.n_gt}")
+    if args.out:
+        write_json_atomic(args.out, json.loads(json.dumps(report, default=float)))
 
 
 def _data_shapes(args: argparse.Namespace) -> None:
@@ -89,11 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", type=Path, default=None, help="PNG (default: in the dataset)")
     preview.set_defaults(func=_data_preview)
 
+    export = data.add_parser("export", help="write one scene's ground truth as a scene folder")
+    export.add_argument("dataset", type=Path)
+    export.add_argument("--split", default="train")
+    export.add_argument("--index", type=int, default=0)
+    export.add_argument("--out", type=Path, required=True, help="scene folder to write")
+    export.set_defaults(func=_data_export)
+
     shapes = data.add_parser("shapes", help="preview grid of procedural shapes")
     shapes.add_argument("--out", type=Path, default=Path("docs/shapes.png"))
     shapes.add_argument("--n", type=int, default=24)
     shapes.add_argument("--seed", type=int, default=0)
     shapes.set_defaults(func=_data_shapes)
+
+    evaluate = commands.add_parser("eval", help="scene metrics of a predicted scene folder "
+                                   "against a ground-truth one (both protocols)")
+    evaluate.add_argument("--pred", type=Path, required=True, help="predicted scene folder")
+    evaluate.add_argument("--gt", type=Path, required=True, help="ground-truth scene folder")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write the metrics as JSON")
+    _add_config_argument(evaluate)
+    evaluate.set_defaults(func=_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks (print a table, write JSON)"
                                 ).add_subparsers(dest="bench_command", required=True,

@@ -52,3 +52,43 @@ def test_bad_config_key_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scenemaker_ros.cli", "config", "show",
                              "--config", str(config)], capture_output=True, text=True)
     assert result.returncode == 2 and "unknown key 'data.shadow'" in result.stderr
+
+
+def test_export_ground_truth_and_evaluate(tmp_path, capsys):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from scenemaker_ros.scene import load_scene
+
+    config = tmp_path / "small.yaml"
+    config.write_text("data:\n  camera:\n    width: 160\n    height: 120\n"
+                      "    fx_range: [130, 170]\n  scene:\n    min_objects: 3\n")
+    data = tmp_path / "data"
+    assert main(["data", "generate", "--n", "1", "--out", str(data), "--config", str(config)]) == 0
+    gt = tmp_path / "gt"
+    assert main(["data", "export", str(data), "--index", "0", "--out", str(gt)]) == 0
+    scene = load_scene(gt)
+    assert len(scene.objects) >= 2 and all((gt / o.mesh).exists() for o in scene.objects)
+
+    metrics_json = str(tmp_path / "m.json")
+    assert main(["eval", "--pred", str(gt), "--gt", str(gt), "--out", metrics_json]) == 0
+    same = json.loads((tmp_path / "m.json").read_text())
+    assert same["metric"]["iou_b"] > 0.99 and same["paper"]["fscore_s"] > 0.99
+
+    moved = tmp_path / "moved"
+    shutil.copytree(gt, moved)
+    data_json = json.loads((moved / "scene.json").read_text())
+    for obj in data_json["objects"]:  # every object 5 cm to the right
+        obj["translation"][0] += 0.05
+        obj["pose_matrix"][0][3] += 0.05
+    (moved / "scene.json").write_text(json.dumps(data_json))
+    assert main(["eval", "--pred", str(moved), "--gt", str(gt), "--out",
+                 str(tmp_path / "m2.json")]) == 0
+    shifted = json.loads((tmp_path / "m2.json").read_text())
+    assert shifted["metric"]["cd_s"] > 3 * same["metric"]["cd_s"]
+    assert np.isclose(shifted["paper"]["cd_s"], same["paper"]["cd_s"], rtol=1.0)  # ICP forgives
+
+    assert main(["data", "export", str(data), "--index", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "--index must be in 0..0" in capsys.readouterr().err
