@@ -87,7 +87,6 @@ class MetricsConfig:
 class SceneMakerConfig:
     data: DataConfig = field(default_factory=DataConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    device: Literal["cpu", "cuda"] = "cpu"
 
 
 # ---------------------------------------------------------------------------

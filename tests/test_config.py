@@ -32,7 +32,7 @@ def test_unknown_key_is_named(tmp_path):
     ("data:\n  shadows: 3\n", "data.shadows"),
     ("data:\n  scene:\n    min_objects: 2.5\n", "data.scene.min_objects"),
     ("data:\n  camera:\n    fx_range: [1, 2, 3]\n", "data.camera.fx_range"),
-    ("device: tpu\n", "device"),
+    ("data:\n  camera: {width: '640'}\n", "data.camera.width"),
     ("data: 7\n", "data"),
 ])
 def test_wrong_types_are_named(tmp_path, text, key):
@@ -61,3 +61,19 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(SceneMakerError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_literal_and_optional_fields():
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from scenemaker_ros.config import config_from_dict
+
+    @dataclass
+    class Backend:
+        name: Literal["classical", "learned"] = "classical"
+        checkpoint: str | None = None
+
+    assert config_from_dict(Backend, {"name": "learned", "checkpoint": None}).name == "learned"
+    with pytest.raises(SceneMakerError, match=r"'stage.name' must be one of \['classical'"):
+        config_from_dict(Backend, {"name": "magic"}, prefix="stage.")
