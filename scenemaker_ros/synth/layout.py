@@ -229,23 +229,31 @@ def _raycast(meshes: list[tuple[np.ndarray, np.ndarray]], origins: np.ndarray,
     return hits["t_hit"].numpy(), hits["geometry_ids"].numpy().astype(np.int64)
 
 
-def _gap(candidate: _Candidate, meshes: list[_Candidate], direction: np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Free travel of the candidate along ``direction`` before it meets a placed object.
+@dataclass
+class _Travel:
+    """How far a candidate can move along a direction before it meets the placed objects."""
 
-    Returns the distances of the candidate's points to the placed objects (N,) and which object
-    each would hit (N,), the distances of the placed objects' points to the candidate against
-    the travel (M,) and their owner indices (M,).
-    """
+    forward: np.ndarray  # (N,) distance from each candidate point to the placed objects
+    hit_ids: np.ndarray  # (N,) index of the placed object each candidate point would hit
+    others: np.ndarray  # (M, 3) the placed objects' points
+    backward: np.ndarray  # (M,) distance from each of them to the candidate, against the travel
+    owners: np.ndarray  # (M,) index of the placed object each of them belongs to
+
+
+def _gap(candidate: _Candidate, meshes: list[_Candidate], direction: np.ndarray) -> _Travel:
+    """Free travel of the candidate along unit ``direction``, found by ray casting both ways."""
     if not meshes:
         n = len(candidate.points)
-        return np.full(n, np.inf), np.zeros(n, np.int64), np.zeros(0), np.zeros(0, np.int64)
+        return _Travel(forward=np.full(n, np.inf), hit_ids=np.zeros(n, np.int64),
+                       others=np.zeros((0, 3)), backward=np.zeros(0),
+                       owners=np.zeros(0, np.int64))
     forward, hit_ids = _raycast([(m.vertices, m.faces) for m in meshes], candidate.points,
                                 direction)
     others = np.concatenate([m.points for m in meshes])
     owners = np.concatenate([np.full(len(m.points), i) for i, m in enumerate(meshes)])
     backward, _ = _raycast([(candidate.vertices, candidate.faces)], others, -direction)
-    return forward, hit_ids, backward, owners
+    return _Travel(forward=forward, hit_ids=hit_ids, others=others, backward=backward,
+                   owners=owners)
 
 
 def _drop(candidate: _Candidate, meshes: list[_Candidate]) -> int | None | bool:
@@ -253,20 +261,21 @@ def _drop(candidate: _Candidate, meshes: list[_Candidate]) -> int | None | bool:
 
     Moves the candidate and returns the supporting object's index (None for the plane).
     """
-    forward, hit_ids, backward, owners = _gap(candidate, meshes, np.array([0.0, 0.0, -1.0]))
+    travel = _gap(candidate, meshes, np.array([0.0, 0.0, -1.0]))
     to_plane = candidate.points[:, 2]
-    fall = min(forward.min(initial=np.inf), backward.min(initial=np.inf), to_plane.min())
-    on_object = forward <= fall + CONTACT_TOLERANCE_M
+    fall = min(travel.forward.min(initial=np.inf), travel.backward.min(initial=np.inf),
+               to_plane.min())
+    on_object = travel.forward <= fall + CONTACT_TOLERANCE_M
     on_plane = to_plane <= fall + CONTACT_TOLERANCE_M
-    under = backward <= fall + CONTACT_TOLERANCE_M
-    others = np.concatenate([m.points for m in meshes]) if meshes else np.zeros((0, 3))
-    contacts_xy = np.concatenate([candidate.points[on_object | on_plane, :2], others[under, :2]])
+    under = travel.backward <= fall + CONTACT_TOLERANCE_M
+    contacts_xy = np.concatenate([candidate.points[on_object | on_plane, :2],
+                                  travel.others[under, :2]])
     candidate.translate(np.array([0.0, 0.0, -(fall - CLEARANCE_M)]))
     if not _is_stable(candidate.center_of_mass[:2], contacts_xy):
         return False
     if on_plane.any():
         return None
-    supporters = np.concatenate([hit_ids[on_object], owners[under]])
+    supporters = np.concatenate([travel.hit_ids[on_object], travel.owners[under]])
     return int(np.bincount(supporters).argmax())
 
 
@@ -293,8 +302,8 @@ def _slide_to_touch(candidate: _Candidate, anchor: _Candidate, meshes: list[_Can
     candidate.translate(np.array([*(start - candidate.center_of_mass[:2]),
                                   CLEARANCE_M - candidate.vertices[:, 2].min()]))
     travel = np.array([-direction[0], -direction[1], 0.0])
-    forward, _, backward, _ = _gap(candidate, meshes, travel)
-    slide = min(forward.min(initial=np.inf), backward.min(initial=np.inf))
+    gap = _gap(candidate, meshes, travel)
+    slide = min(gap.forward.min(initial=np.inf), gap.backward.min(initial=np.inf))
     if not np.isfinite(slide) or slide > 2.0 * reach:
         return None
     return candidate.center_of_mass[:2] + travel[:2] * (slide - CLEARANCE_M)
