@@ -46,6 +46,13 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
 
 
+def project_points(K: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) -> pixel coordinates (N, 2) with pinhole K (3, 3); points at or
+    behind the camera (z <= 1e-6) -> NaN."""
+    z = points[:, 2:3]
+    return (points @ K.T)[:, :2] / np.where(z > 1e-6, z, np.nan)
+
+
 def compose_pose(rotation: np.ndarray, translation: np.ndarray, scale) -> np.ndarray:
     """Pose T = [R @ diag(s) | t] (4, 4) from R (3, 3), t (3,) and s (3,) or a scalar."""
     T = np.eye(4)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scenemaker_ros.files import atomic_path  # noqa: E402
-from scenemaker_ros.geometry import transform_points  # noqa: E402
+from scenemaker_ros.geometry import project_points, transform_points  # noqa: E402
 
 # corner order of a unit box and its 12 edges, for drawing posed bounding boxes
 _BOX_CORNERS = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
@@ -23,13 +23,6 @@ _BOX_EDGES = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0
 def object_colors(n: int) -> np.ndarray:
     """(n, 3) float colours in [0, 1], distinct for neighbouring ids."""
     return plt.get_cmap("tab10")(np.arange(n) % 10)[:, :3]
-
-
-def project(K: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Camera-frame points (N, 3) -> pixel coordinates (N, 2); points behind the camera -> NaN."""
-    z = points[:, 2:3]
-    uv = (points @ K.T)[:, :2] / np.where(z > 1e-6, z, np.nan)
-    return uv
 
 
 def instance_overlay(rgb: np.ndarray, instance: np.ndarray, alpha: float = 0.55) -> np.ndarray:
@@ -51,17 +44,18 @@ def draw_posed_meshes(ax: plt.Axes, K: np.ndarray,
     colors = object_colors(len(posed))
     for k, (vertices, faces, pose) in enumerate(posed):
         lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-        corners = project(K, transform_points(pose, (lo + hi) / 2 + _BOX_CORNERS * (hi - lo)))
+        box = (lo + hi) / 2 + _BOX_CORNERS * (hi - lo)
+        corners = project_points(K, transform_points(pose, box))
         for a, b in _BOX_EDGES:
             ax.plot(corners[[a, b], 0], corners[[a, b], 1], color=colors[k], lw=1.2)
-        uv = project(K, transform_points(pose, vertices))
+        uv = project_points(K, transform_points(pose, vertices))
         step = max(1, len(faces) // 400)
         tri = uv[faces[::step]]  # (F', 3, 2)
         segments = np.concatenate([tri, tri[:, :1]], axis=1)
         for seg in segments:
             ax.plot(seg[:, 0], seg[:, 1], color=colors[k], lw=0.3, alpha=0.6)
         if labels is not None:
-            centre = project(K, pose[None, :3, 3])[0]
+            centre = project_points(K, pose[None, :3, 3])[0]
             ax.text(centre[0], centre[1], f"{k}:{labels[k]}", color="white", fontsize=6,
                     bbox={"facecolor": colors[k], "alpha": 0.8, "pad": 1, "lw": 0})
 

@@ -147,3 +147,12 @@ def test_aabb_iou_analytic():
     )
     assert iou.shape == (2, 3)
     np.testing.assert_allclose(iou, [[1, 1, 1], [1 / 8] * 3])
+
+
+def test_project_points_pinhole_and_behind_camera():
+    from scenemaker_ros.geometry import project_points
+
+    K = np.array([[500.0, 0, 320], [0, 400.0, 240], [0, 0, 1]])
+    uv = project_points(K, np.array([[0.2, -0.1, 2.0], [0.0, 0.0, -1.0]]))
+    np.testing.assert_allclose(uv[0], [320 + 500 * 0.1, 240 - 400 * 0.05])
+    assert np.isnan(uv[1]).all()

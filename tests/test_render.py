@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from scenemaker_ros.geometry import project_points, transform_points
 from scenemaker_ros.synth.render import (
     AMODAL_BACKGROUND,
     Appearance,
@@ -45,9 +46,9 @@ def pixel_rays() -> np.ndarray:
 
 def project(camera: Camera, point_world) -> tuple[int, int]:
     """(row, col) of the pixel nearest to a world point's projection."""
-    p = np.linalg.inv(camera.T_world_cam) @ np.append(point_world, 1.0)
-    uv = camera.K @ p[:3]
-    return int(round(uv[1] / uv[2])), int(round(uv[0] / uv[2]))
+    p = transform_points(np.linalg.inv(camera.T_world_cam), np.atleast_2d(point_world))
+    u, v = project_points(camera.K, p)[0]
+    return int(round(v)), int(round(u))
 
 
 def rotation(axis, angle) -> np.ndarray:

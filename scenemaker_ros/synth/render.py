@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import open3d as o3d
 
-from scenemaker_ros.geometry import transform_points
+from scenemaker_ros.geometry import project_points, transform_points
 
 Pattern = Literal["plain", "checker", "stripes", "noise"]
 PATTERNS: tuple[Pattern, ...] = ("plain", "checker", "stripes", "noise")
@@ -345,8 +345,7 @@ def _projected_box(camera: Camera, points: np.ndarray) -> tuple[int, int, int, i
     p = transform_points(np.linalg.inv(camera.T_world_cam), points)
     if np.any(p[:, 2] <= 1e-6):
         return 0, 0, camera.width, camera.height
-    uv = p @ camera.K.T
-    uv = uv[:, :2] / uv[:, 2:]
+    uv = project_points(camera.K, p)
     lo, hi = np.floor(uv.min(axis=0)), np.ceil(uv.max(axis=0)) + 1
     size = np.array([camera.width, camera.height])
     x0, y0 = np.clip(lo, 0, size).astype(int)
