@@ -1,7 +1,7 @@
 """``scenemaker <command>``: the one command-line entry point.
 
-Commands: ``data`` (generate / preview / export / shapes), ``eval``, ``bench`` (data),
-``config`` (show). User errors
+Commands: ``data`` (generate / preview / export / shapes), ``train`` (pose), ``eval``,
+``export``, ``relations``, ``bench`` (data, pose, stages), ``config`` (show). User errors
 print one line and exit with status 2; they never end in a traceback.
 """
 
@@ -80,6 +80,30 @@ def _evaluate(args: argparse.Namespace) -> None:
         write_json_atomic(args.out, json.loads(json.dumps(report, default=float)))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.export import export_scene
+
+    overrides = {"export.static": True} if args.static else {}
+    if args.density is not None:
+        overrides["export.density_kg_m3"] = args.density
+    cfg = load_config(args.config, overrides).export
+    path = export_scene(args.scene, args.format, args.out, cfg)
+    print(f"wrote {path}")
+
+
+def _relations(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.relations import write_relations
+
+    relations = write_relations(args.scene, load_config(args.config).relations)
+    counts = Counter(r.predicate for r in relations)
+    summary = ", ".join(f"{n} {predicate}" for predicate, n in sorted(counts.items()))
+    print(f"wrote {len(relations)} relations to {args.scene / 'scene.json'} ({summary or 'none'})")
+
+
 def _data_shapes(args: argparse.Namespace) -> None:
     from scenemaker_ros.synth.shapes import FAMILIES, make_shape, save_shape_grid
 
@@ -93,6 +117,41 @@ def _bench_data(args: argparse.Namespace) -> None:
     from scenemaker_ros.bench.data import run_data_benchmark
 
     run_data_benchmark(n=args.n, workers=args.workers, out=args.out, config=args.config)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs -> {dotted key: YAML-parsed value}."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SceneMakerError(f"--set expects KEY=VALUE (e.g. train.steps=500), got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _train_pose(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.pose.train import train_pose
+
+    cfg = load_config(args.config, _overrides(args.set))
+    run = train_pose(args.data, args.out, cfg, workers=args.workers)
+    print(f"trained pose model: {run / 'model.safetensors'}")
+
+
+def _bench_pose(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.pose import run_pose_benchmark
+
+    run_pose_benchmark(args.data, args.split, args.n, args.out, checkpoint=args.checkpoint,
+                       ablations=args.ablation, config=args.config, plot=args.plot)
+
+
+def _bench_stages(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.stages import run_stages_benchmark
+
+    run_stages_benchmark(args.n, args.out, config=args.config)
 
 
 def _config_show(args: argparse.Namespace) -> None:
@@ -147,6 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
+    export_cmd = commands.add_parser("export", help="write a scene folder as a simulator / "
+                                     "planner world (SDF, USD, URDF or GLB)")
+    export_cmd.add_argument("scene", type=Path, help="scene folder (scene.json + meshes)")
+    export_cmd.add_argument("--format", required=True, choices=["sdf", "usd", "urdf", "glb"])
+    export_cmd.add_argument("--out", type=Path, required=True, help="output folder")
+    export_cmd.add_argument("--static", action="store_true", help="objects never move")
+    export_cmd.add_argument("--density", type=float, default=None, metavar="KG_M3",
+                            help="density for masses (default: export.density_kg_m3)")
+    _add_config_argument(export_cmd)
+    export_cmd.set_defaults(func=_export)
+
+    relations = commands.add_parser("relations", help="compute scene-graph relations and write "
+                                    "them into SCENE/scene.json")
+    relations.add_argument("scene", type=Path, help="scene folder (scene.json + meshes)")
+    _add_config_argument(relations)
+    relations.set_defaults(func=_relations)
+
+    train = commands.add_parser("train", help="training").add_subparsers(
+        dest="train_command", required=True, metavar="SUBCOMMAND")
+    train_pose = train.add_parser(
+        "pose", help="train the pose model (resumes from OUT/last.pt; torchrun for several "
+        "processes)")
+    train_pose.add_argument("--data", type=Path, required=True,
+                            help="dataset folder (train split; val split if present)")
+    train_pose.add_argument("--out", type=Path, required=True, help="run folder")
+    train_pose.add_argument("--workers", type=int, default=1,
+                            help="processes building the first-use data cache")
+    train_pose.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config key, e.g. train.steps=500 (repeatable)")
+    _add_config_argument(train_pose)
+    train_pose.set_defaults(func=_train_pose)
+
     bench = commands.add_parser("bench", help="benchmarks (print a table, write JSON)"
                                 ).add_subparsers(dest="bench_command", required=True,
                                                  metavar="SUBCOMMAND")
@@ -156,6 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--out", type=Path, default=Path("out/bench/data.json"))
     _add_config_argument(bench_data)
     bench_data.set_defaults(func=_bench_data)
+
+    bench_pose = bench.add_parser("pose", help="pose estimation with ground-truth meshes: full "
+                                  "model, ablations, classical baseline, upper bound")
+    bench_pose.add_argument("--data", type=Path, nargs="+", required=True,
+                            help="dataset folders (e.g. a procedural and an open-set one)")
+    bench_pose.add_argument("--split", default="test")
+    bench_pose.add_argument("--n", type=int, default=100, help="scenes per dataset")
+    bench_pose.add_argument("--checkpoint", default="", help="default: the shipped model")
+    bench_pose.add_argument("--ablation", action="append", default=[], metavar="CHECKPOINT",
+                            help="a retrained (ablated) model to add as a row (repeatable)")
+    bench_pose.add_argument("--out", type=Path, default=Path("out/bench/pose.json"))
+    bench_pose.add_argument("--plot", type=Path, default=None,
+                            help="PNG of a few scenes per dataset (its name is appended)")
+    _add_config_argument(bench_pose)
+    bench_pose.set_defaults(func=_bench_pose)
+
+    bench_stages = bench.add_parser("stages", help="segmentation and de-occlusion quality and "
+                                    "latency on generated scenes")
+    bench_stages.add_argument("--n", type=int, default=20, help="scenes")
+    bench_stages.add_argument("--out", type=Path, default=Path("out/bench/stages.json"))
+    _add_config_argument(bench_stages)
+    bench_stages.set_defaults(func=_bench_stages)
 
     config = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="SUBCOMMAND")

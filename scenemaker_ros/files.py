@@ -27,6 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's (or the writer's) 0600 would hide outputs from others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,10 +1,13 @@
 """Lint as a test (ros2/examples habit): ruff with the repo's ruff.toml."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# an import of rclpy, rosbags or any ROS message package (``*_msgs``), however indented
+ROS_IMPORT = re.compile(r"^\s*(from|import)\s+(rclpy|rosbags|\w+_msgs)\b")
 
 
 def test_ruff_clean():
@@ -19,8 +22,7 @@ def test_core_imports_no_ros():
     for path in (REPO / "scenemaker_ros").rglob("*.py"):
         if "ros" in path.relative_to(REPO / "scenemaker_ros").parts[:-1]:
             continue
-        text = path.read_text()
-        for banned in ("import rclpy", "from rclpy", "_msgs", "import rosbags", "from rosbags"):
-            if banned in text:
-                offenders.append(f"{path.relative_to(REPO)}: {banned}")
+        for line in path.read_text().splitlines():
+            if ROS_IMPORT.match(line):
+                offenders.append(f"{path.relative_to(REPO)}: {line.strip()}")
     assert not offenders, offenders
