@@ -122,6 +122,7 @@ def scene_from_dict(data: Any, source: str = SCENE_FILE) -> Scene:
     ids = [obj.id for obj in objects]
     if len(set(ids)) != len(ids):
         raise SceneMakerError(f"{source}: object ids are not unique: {ids}")
+    _check_relations(data.get("relations", []), set(ids), source)
     to_world = camera.get("camera_to_world")
     intrinsics = CameraIntrinsics(
         width=camera["width"], height=camera["height"], K=np.asarray(camera["K"], dtype=np.float64),
@@ -131,6 +132,14 @@ def scene_from_dict(data: Any, source: str = SCENE_FILE) -> Scene:
     return Scene(frame_id=data["frame_id"], camera=intrinsics, objects=objects,
                  stamp=data.get("stamp"), relations=data.get("relations", []),
                  metadata=data.get("metadata", {}))
+
+
+def _check_relations(relations: list[dict], ids: set[int], source: str) -> None:
+    """Relations name objects of the scene; a relation's object may be -1, the support plane."""
+    for i, relation in enumerate(relations):
+        if relation["subject"] not in ids or relation["object"] not in ids | {-1}:
+            raise SceneMakerError(f"{source}: relations[{i}] names an object id that is not in "
+                                  f"the scene: {relation['subject']} -> {relation['object']}")
 
 
 def _check_pose(pose: np.ndarray, rotation: np.ndarray, item: dict, where: str) -> None:
