@@ -53,6 +53,20 @@ def project_points(K: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (points @ K.T)[:, :2] / np.where(z > 1e-6, z, np.nan)
 
 
+def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """Back-project depth (H, W) float z-depth in metres with pinhole K (3, 3) -> (N, 3) float64
+    camera-frame points, the inverse of project_points; pixel centres at integer (u, v) as in
+    OpenCV and ROS. Invalid depth (0, negative, NaN, inf) is skipped; ``mask`` (H, W) bool
+    restricts the pixels further. Points come in row-major pixel order."""
+    valid = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        valid &= mask
+    v, u = np.nonzero(valid)
+    z = depth[v, u].astype(np.float64)
+    return np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
+
+
 def compose_pose(rotation: np.ndarray, translation: np.ndarray, scale) -> np.ndarray:
     """Pose T = [R @ diag(s) | t] (4, 4) from R (3, 3), t (3,) and s (3,) or a scalar."""
     T = np.eye(4)

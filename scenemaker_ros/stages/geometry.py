@@ -1,0 +1,475 @@
+"""Object geometry: each detected object's mesh, from its observed partial point cloud.
+
+A backend is anything with ``geometry(frame, points, masks) -> list[ObjectGeometry | None]`` (the
+GeometryBackend protocol); ``BACKENDS`` maps config names to builders and
+``build_geometry(cfg, known_objects_dir)`` picks one. The pose stage then places the mesh;
+``ObjectGeometry.T_cam_obj`` is the geometry fit's own pose, a fallback or a seed for it.
+
+The embedded default, "retrieval" (CPU, numpy/scipy, no weights), works in the camera optical
+frame (REP 103, metres):
+
+1. Library: ``seeds_per_family`` shapes of every procedural family (``synth/shapes.py``), and in
+   known-object mode the user's meshes (``load_known_objects``). Each is sampled once
+   (``surface_points``) in a normalised frame (bounding-box centred, longest side 1) and seen
+   from ``views`` directions on the sphere; a view keeps the samples a coarse orthographic
+   z-buffer shows, i.e. the partial cloud a depth camera would see from there.
+2. Descriptor (``describe``), alike for a view and for an object's observed points (voxel-thinned
+   to about uniform density): the principal extents (2nd-98th percentile along the principal
+   axes), their ratios e2 / e1 and e3 / e1, and a histogram of distances to the centroid in
+   units of e1. Ratios and histogram are scale-free and compare a partial view with a partial
+   view, so they tolerate what the camera cannot see.
+3. Shortlist: the ``shortlist`` candidates whose nearest view descriptor is nearest (L1), each
+   with its ``views_per_candidate`` best views. Known meshes add |log(e1 / e1_view)| in metres.
+4. Starts: the view's principal axes turned onto the observed ones (the proper sign choices that
+   keep the view direction facing the camera), a uniform scale from the e1 ratio (known meshes:
+   their metric size), centroids put together. Every start is scored by ``refine.fit_score`` on
+   a quarter of the samples; the ``refine_starts`` best are refined by ``refine.refine_pose``
+   (scale-aware ICP, rigid for known meshes), rescored on the dense samples, and the lowest
+   score wins.
+5. Known-object mode: the known meshes are fitted first, rigidly and with ``known_effort`` times
+   the views and refined starts; the best is accepted when its score is below
+   ``known_max_score`` times its size (the score's floor, the spacing of the samples, grows
+   with the size) and the observed extent exceeds its visible extent by at most
+   ``known_size_tolerance``; otherwise the object falls back to the procedural library. Each
+   object is matched on its own, so a known mesh may be found several times.
+
+Scores are ``refine.fit_score`` values: mean distance (m) from the observed points to the posed
+surface plus a free-space penalty; lower is better. ``evaluate_geometry`` rates geometries
+against synthetic ground truth, next to the oriented bounding box of the observed points.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from scenemaker_ros.config import GeometryConfig, RetrievalConfig
+from scenemaker_ros.errors import SceneMakerError
+from scenemaker_ros.frames import RGBDFrame
+from scenemaker_ros.geometry import (
+    compose_pose,
+    depth_to_points,
+    sample_surface,
+    transform_points,
+)
+from scenemaker_ros.metrics import _chamfer_fscore
+from scenemaker_ros.pose.estimator import canonical_frame
+from scenemaker_ros.pose.refine import (
+    PROPER_SIGNS,
+    DepthView,
+    fit_score,
+    principal_axes,
+    refine_pose,
+)
+from scenemaker_ros.scene import load_mesh
+from scenemaker_ros.stages.backends import build_backend
+from scenemaker_ros.synth.shapes import FAMILIES, make_shape
+
+if TYPE_CHECKING:  # the renderer pulls in open3d, which the stage itself never needs
+    from scenemaker_ros.synth.scenes import SceneSample
+
+log = logging.getLogger(__name__)
+
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb")
+MILLIMETRE_HINT_M = 5.0  # a known mesh longer than this is probably in millimetres
+HISTOGRAM_BINS = 8  # centroid-distance histogram over [0, 0.8] e1
+ZBUFFER_CELLS = 24  # per side of a view's orthographic z-buffer, over the normalised frame
+ZBUFFER_DEPTH = 0.03  # samples this far behind the nearest one in their cell are hidden
+
+
+# -----------------------------------------------------------------------------
+# interface
+
+
+@dataclass
+class ObjectGeometry:
+    """One object's mesh in its own frame and the fit that chose it.
+
+    vertices (V, 3) float64, faces (F, 3) int64: the mesh as given (library shapes: canonical,
+    longest side 1; known objects: the user's file, metres). label: family or file stem. source:
+    "library:<family>:<seed>" or "known:<file name>". metric: True for known objects, whose size
+    must be kept. score: fit_score of the fit (m, lower is better). T_cam_obj (4, 4): the fit's
+    pose, mesh frame -> camera optical frame in metres, scale included.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    label: str
+    source: str
+    metric: bool
+    score: float
+    T_cam_obj: np.ndarray
+
+
+class GeometryBackend(Protocol):
+    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray
+                 ) -> list[ObjectGeometry | None]:
+        """Per object k, in order: its geometry, or None when it cannot have one (too few
+        points). points[k] (N_k, 3) float64 observed camera-frame points (metres); masks
+        (K, H, W) bool visible masks, for backends that read the image (retrieval does not)."""
+        ...
+
+
+# -----------------------------------------------------------------------------
+# descriptors and views
+
+
+@dataclass
+class Descriptor:
+    """A point set's shape summary: centre (3,), axes (3, 3) principal axes as columns with
+    det +1, extents (3,) decreasing 2nd-98th percentile ranges along them (units of the
+    points), histogram (HISTOGRAM_BINS,) distances to the centre in units of extents[0]."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    extents: np.ndarray
+    histogram: np.ndarray
+
+    @property
+    def vector(self) -> np.ndarray:
+        """Scale-free (2 + HISTOGRAM_BINS,) vector, compared by L1: e2/e1, e3/e1, histogram."""
+        return np.concatenate([self.extents[1:] / max(self.extents[0], 1e-12), self.histogram])
+
+
+def describe(points: np.ndarray) -> Descriptor:
+    """The Descriptor of points (N >= 3, 3)."""
+    centre, axes, _ = principal_axes(points)
+    local = (points - centre) @ axes
+    lo, hi = np.percentile(local, [2, 98], axis=0)
+    extents = hi - lo
+    radius = np.linalg.norm(local, axis=1) / max(extents[0], 1e-12)
+    histogram = np.histogram(radius, HISTOGRAM_BINS, (0.0, 0.8))[0] / len(points)
+    return Descriptor(centre, axes, extents, histogram)
+
+
+def view_directions(n: int) -> np.ndarray:
+    """(n, 3) unit directions spread evenly over the sphere (Fibonacci lattice)."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z**2)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def visible_from(points: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of points (N, 3), in a normalised frame (longest side 1), a camera
+    looking along direction (3,) unit sees, by an orthographic z-buffer of ZBUFFER_CELLS."""
+    u = np.cross(direction, [1.0, 0.0, 0.0] if abs(direction[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    plane = np.stack([u, np.cross(direction, u)], axis=1)  # (3, 2) image axes
+    cells = np.clip(((points @ plane + 1) / 2 * ZBUFFER_CELLS).astype(np.int64), 0,
+                    ZBUFFER_CELLS - 1)
+    cell = cells[:, 0] * ZBUFFER_CELLS + cells[:, 1]
+    depth = points @ direction
+    nearest = np.full(ZBUFFER_CELLS**2, np.inf)
+    np.minimum.at(nearest, cell, depth)
+    return depth <= nearest[cell] + ZBUFFER_DEPTH
+
+
+def thin_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """About uniform density: one point per voxel of 1/25 of the largest extent of points
+    (N, 3), then at most n at random; returns (<= n, 3)."""
+    voxel = max(float(np.ptp(points, axis=0).max()) / 25, 1e-9)
+    cells = np.floor((points - points.min(0)) / voxel).astype(np.int64)  # each in 0 .. 25
+    keys = (cells[:, 0] * 26 + cells[:, 1]) * 26 + cells[:, 2]
+    kept = points[np.sort(np.unique(keys, return_index=True)[1])]
+    return kept if len(kept) <= n else kept[np.sort(rng.choice(len(kept), n, replace=False))]
+
+
+# -----------------------------------------------------------------------------
+# candidates
+
+
+@dataclass
+class Candidate:
+    """A mesh prepared for matching. surface (M, 3): samples in the normalised frame (bounding
+    box centred, longest side 1), dense (4 M, 3) more of them, which rank the final fits (the
+    samples' spacing biases fit_score); to_normalised (4, 4): mesh frame -> normalised frame; size:
+    longest side in the mesh's units; views: one Descriptor per visible view, directions (D, 3)
+    their view directions (normalised frame, camera -> object), vectors (D, 2 + bins)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    label: str
+    source: str
+    metric: bool
+    surface: np.ndarray
+    dense: np.ndarray
+    to_normalised: np.ndarray
+    size: float
+    views: list[Descriptor]
+    directions: np.ndarray
+    vectors: np.ndarray
+
+
+def make_candidate(vertices: np.ndarray, faces: np.ndarray, label: str, source: str,
+                   metric: bool, cfg: RetrievalConfig) -> Candidate:
+    """Sample and describe a mesh (module docstring, step 1); deterministic."""
+    to_normalised = canonical_frame(vertices)
+    normalised = transform_points(to_normalised, vertices)
+    rng = np.random.default_rng(0)
+    surface = sample_surface(normalised, faces, cfg.surface_points, rng)
+    dense = np.concatenate([surface, sample_surface(normalised, faces, 3 * cfg.surface_points,
+                                                    rng)])
+    directions, views = [], []
+    for direction in view_directions(cfg.views):
+        seen = surface[visible_from(surface, direction)]
+        if len(seen) >= 3:
+            directions.append(direction)
+            views.append(describe(seen))
+    return Candidate(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), label,
+                     source, metric, surface, dense, to_normalised, 1 / to_normalised[0, 0], views,
+                     np.array(directions), np.stack([v.vector for v in views]))
+
+
+def shape_library(cfg: RetrievalConfig) -> list[Candidate]:
+    """Every procedural family's shapes with seeds 0 .. seeds_per_family - 1."""
+    shapes = [make_shape(family, seed) for family in FAMILIES
+              for seed in range(cfg.seeds_per_family)]
+    return [make_candidate(s.vertices, s.faces, s.family, f"library:{s.family}:{s.seed}", False,
+                           cfg) for s in shapes]
+
+
+@dataclass
+class KnownObject:
+    """A user's mesh: label = file stem, vertices (V, 3) float64 metres, faces (F, 3) int64."""
+
+    label: str
+    path: Path
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+def load_known_objects(directory: str | Path) -> list[KnownObject]:
+    """The OBJ / PLY / STL / GLB meshes of a folder (a GLB scene merged into one mesh), sorted by
+    file name; SceneMakerError for a missing or mesh-less folder, an unreadable or empty mesh
+    or two files with one label. A mesh longer than MILLIMETRE_HINT_M is warned about."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SceneMakerError(f"{directory}: known-objects folder not found")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+    if not paths:
+        raise SceneMakerError(f"{directory}: no mesh file ({', '.join(MESH_SUFFIXES)}) in the "
+                              "known-objects folder")
+    objects, seen = [], {}
+    for path in paths:
+        if path.stem in seen:
+            raise SceneMakerError(f"{directory}: {seen[path.stem]} and {path.name} give the same "
+                                  f"label {path.stem!r}")
+        seen[path.stem] = path.name
+        vertices, faces = load_mesh(path)
+        size = float(np.ptp(vertices, axis=0).max()) if len(vertices) else 0.0
+        if not size > 0:
+            raise SceneMakerError(f"{path}: mesh has zero size")
+        if size > MILLIMETRE_HINT_M:
+            log.warning("%s: longest side %.1f m; known meshes must be in metres (millimetres? "
+                        "scale by 0.001)", path, size)
+        objects.append(KnownObject(path.stem, path, vertices, faces))
+    return objects
+
+
+# -----------------------------------------------------------------------------
+# fitting
+
+
+@dataclass
+class Fit:
+    """A candidate posed onto one object: T_cam_norm (4, 4) normalised frame -> camera frame,
+    score (fit_score, m)."""
+
+    candidate: Candidate
+    T_cam_norm: np.ndarray
+    score: float
+
+    def geometry(self) -> ObjectGeometry:
+        c = self.candidate
+        return ObjectGeometry(c.vertices, c.faces, c.label, c.source, c.metric, self.score,
+                              self.T_cam_norm @ c.to_normalised)
+
+
+def shortlist(observed: Descriptor, candidates: list[Candidate], n: int, views: int
+              ) -> list[tuple[Candidate, np.ndarray]]:
+    """The n candidates nearest to observed, each with the indices (views,) of its nearest
+    views (module docstring, step 3)."""
+    ranked = []
+    for c in candidates:
+        distance = np.abs(c.vectors - observed.vector).sum(axis=1)  # (D,)
+        if c.metric:
+            e1 = np.array([v.extents[0] for v in c.views]) * c.size
+            distance = distance + np.abs(np.log(observed.extents[0] / e1))
+        best = np.argsort(distance)[:views]
+        ranked.append((float(distance[best[0]]), c, best))
+    ranked.sort(key=lambda item: item[0])
+    return [(c, best) for _, c, best in ranked[:n]]
+
+
+def starts(observed: Descriptor, candidate: Candidate, view: int, to_camera: np.ndarray
+           ) -> list[np.ndarray]:
+    """Poses T_cam_norm (4, 4) putting the view's principal axes onto the observed ones, with
+    each proper sign choice that keeps the view direction pointing away from the camera
+    (to_camera (3,), unit, object -> camera); scale from e1 (known meshes: their size)."""
+    seen = candidate.views[view]
+    scale = candidate.size if candidate.metric else observed.extents[0] / seen.extents[0]
+    result = []
+    for signs in PROPER_SIGNS:
+        R = observed.axes @ signs @ seen.axes.T
+        if R @ candidate.directions[view] @ to_camera < 0:
+            result.append(compose_pose(R, observed.centre - scale * R @ seen.centre, scale))
+    return result
+
+
+def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: DepthView,
+                   cfg: RetrievalConfig, effort: int = 1) -> Fit | None:
+    """The best fit of the candidates onto observed points (N, 3), camera frame (module
+    docstring, steps 2-4), with effort times the configured views and refined starts; None when
+    there are no candidates."""
+    if not candidates:
+        return None
+    observed_d = describe(observed)
+    to_camera = -observed_d.centre / np.linalg.norm(observed_d.centre)
+    scored = []
+    for candidate, views in shortlist(observed_d, candidates, cfg.shortlist,
+                                      effort * cfg.views_per_candidate):
+        coarse = candidate.surface[:len(candidate.surface) // 4]  # random order: a uniform subset
+        for v in views:
+            for T in starts(observed_d, candidate, int(v), to_camera):
+                scored.append(Fit(candidate, T, fit_score(T, coarse, observed, view)))
+    scored.sort(key=lambda fit: fit.score)
+    refined = []
+    for fit in scored[:effort * cfg.refine_starts]:
+        change = 0.0 if fit.candidate.metric else cfg.max_scale_change
+        T = refine_pose(fit.T_cam_norm, fit.candidate.surface, observed, view,
+                        cfg.refine_iterations, change)[0]
+        refined.append(Fit(fit.candidate, T, fit_score(T, fit.candidate.dense, observed, view)))
+    return min(refined, key=lambda fit: fit.score)
+
+
+def size_agrees(fit: Fit, observed: np.ndarray, tolerance: float) -> bool:
+    """Whether observed points (N, 3) extend at most 1 + tolerance times as far as the fitted
+    mesh's surface the camera sees (principal extents, 2nd-98th percentile)."""
+    surface, T = fit.candidate.surface, fit.T_cam_norm
+    toward = np.linalg.solve(T[:3, :3], T[:3, 3])  # camera -> object centre, normalised frame
+    seen = transform_points(T, surface[visible_from(surface, toward / np.linalg.norm(toward))])
+    return bool(describe(observed).extents[0] <= (1 + tolerance) * describe(seen).extents[0])
+
+
+# -----------------------------------------------------------------------------
+# the "retrieval" backend
+
+
+class RetrievalGeometry:
+    """Shape-library retrieval, known meshes first when given (module docstring)."""
+
+    def __init__(self, cfg: RetrievalConfig, known: list[KnownObject] | None = None):
+        self.cfg = cfg
+        self.library = shape_library(cfg)
+        self.known = [make_candidate(k.vertices, k.faces, k.label, f"known:{k.path.name}", True,
+                                     cfg) for k in known or []]
+
+    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray
+                 ) -> list[ObjectGeometry | None]:
+        view = DepthView(frame.depth, frame.camera.K)
+        rng = np.random.default_rng(self.cfg.seed)
+        return [self.object_geometry(p, view, rng) for p in points]
+
+    def object_geometry(self, points: np.ndarray, view: DepthView, rng: np.random.Generator
+                        ) -> ObjectGeometry | None:
+        """One object's geometry from its observed points (N, 3), camera frame, metres."""
+        cfg = self.cfg
+        if len(points) < cfg.min_points:
+            return None
+        observed = thin_points(points, cfg.object_points, rng)
+        known = fit_candidates(observed, self.known, view, cfg, cfg.known_effort)
+        if (known is not None and known.score < cfg.known_max_score * known.candidate.size
+                and size_agrees(known, observed, cfg.known_size_tolerance)):
+            return known.geometry()
+        return fit_candidates(observed, self.library, view, cfg).geometry()
+
+
+# -----------------------------------------------------------------------------
+# scoring against synthetic ground truth
+
+
+def box_geometry(points: np.ndarray) -> ObjectGeometry:
+    """The naive baseline: the oriented bounding box (principal axes, 2nd-98th percentile
+    extents, at least 1 mm) of observed points (N >= 3, 3), as a unit cube posed into the
+    camera frame; label "box", score NaN."""
+    d = describe(points)
+    lo, hi = np.percentile((points - d.centre) @ d.axes, [2, 98], axis=0)
+    corners = np.array(np.meshgrid(*[[-0.5, 0.5]] * 3, indexing="ij")).reshape(3, -1).T
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    T = compose_pose(d.axes, d.centre + d.axes @ ((lo + hi) / 2), np.maximum(hi - lo, 1e-3))
+    return ObjectGeometry(corners, faces, "box", "baseline:obb", False, float("nan"), T)
+
+
+def posed_chamfer(geometry: ObjectGeometry, vertices: np.ndarray, faces: np.ndarray,
+                  T_cam_obj: np.ndarray, n: int = 2000, seed: int = 0) -> float:
+    """Symmetric Chamfer distance (m, mean of both directions) between geometry posed by its
+    T_cam_obj and the mesh vertices (V, 3) / faces (F, 3) posed by T_cam_obj (4, 4); n surface
+    samples each."""
+    rng = np.random.default_rng(seed)
+    pred = sample_surface(transform_points(geometry.T_cam_obj, geometry.vertices),
+                          geometry.faces, n, rng)
+    gt = sample_surface(transform_points(T_cam_obj, vertices), faces, n, rng)
+    return _chamfer_fscore(pred, gt, tau=np.inf, squared=False)[0]
+
+
+@dataclass
+class GeometryScore:
+    """One object: true and predicted label, Chamfer distances (m) of the prediction and of the
+    bounding-box baseline to the true posed mesh, visible pixels."""
+
+    true_label: str
+    label: str
+    chamfer_m: float
+    box_chamfer_m: float
+    visible_pixels: int
+
+
+def evaluate_geometry(backend: GeometryBackend, sample: SceneSample, min_pixels: int = 100
+                      ) -> list[GeometryScore]:
+    """Run backend on a synthetic scene's clean depth with its ground-truth visible masks
+    (``instance == k + 1``) and score every object seen by at least min_pixels pixels."""
+    frame = RGBDFrame(sample.rgb, sample.depth, sample.scene.camera)
+    keep = [k for k in range(len(sample.scene.objects))
+            if (sample.instance == k + 1).sum() >= min_pixels]
+    masks = sample.instance[None] == np.array(keep, np.int64).reshape(-1, 1, 1) + 1
+    points = [depth_to_points(frame.depth, frame.camera.K, m) for m in masks]
+    scores = []
+    for k, mask, p, pred in zip(keep, masks, points, backend.geometry(frame, points, masks),
+                                strict=True):
+        obj = sample.scene.objects[k]
+        vertices, faces = sample.meshes[k]
+        chamfer = np.nan if pred is None else posed_chamfer(pred, vertices, faces,
+                                                            obj.pose_matrix)
+        scores.append(GeometryScore(obj.label, "" if pred is None else pred.label, chamfer,
+                                    posed_chamfer(box_geometry(p), vertices, faces,
+                                                  obj.pose_matrix), int(mask.sum())))
+    return scores
+
+
+# -----------------------------------------------------------------------------
+# backends
+
+
+def _build_retrieval(cfg: GeometryConfig, known: list[KnownObject] | None) -> GeometryBackend:
+    return RetrievalGeometry(cfg.retrieval, known)
+
+
+BACKENDS: dict[str, Callable[[GeometryConfig, list[KnownObject] | None], GeometryBackend]] = {
+    "retrieval": _build_retrieval,
+}
+
+
+def build_geometry(cfg: GeometryConfig, known_objects_dir: str | Path | None = None
+                   ) -> GeometryBackend:
+    """The geometry backend cfg.backend names, with the known meshes of known_objects_dir (the
+    ``--objects`` folder) when given; SceneMakerError lists the valid names."""
+    known = None if known_objects_dir is None else load_known_objects(known_objects_dir)
+    return build_backend(BACKENDS, cfg, "pipeline.geometry.backend", known)
