@@ -59,6 +59,7 @@ def _sample_arrays(key: str, sample: SceneSample) -> dict[str, np.ndarray]:
             arrays[f"{prefix}.amodal_bbox"] = np.asarray(alone.bbox, dtype=np.int32)
             arrays[f"{prefix}.amodal_mask"] = alone.mask
             arrays[f"{prefix}.amodal_rgb"] = alone.rgb
+            arrays[f"{prefix}.amodal_depth"] = alone.depth
     return arrays
 
 
@@ -181,7 +182,8 @@ class ShardReader:
             if f"{prefix}.amodal_mask" in npz.files:
                 bbox = tuple(int(v) for v in npz[f"{prefix}.amodal_bbox"])
                 amodal[obj.id] = AmodalRender(bbox=bbox, mask=npz[f"{prefix}.amodal_mask"],
-                                              rgb=npz[f"{prefix}.amodal_rgb"])
+                                              rgb=npz[f"{prefix}.amodal_rgb"],
+                                              depth=npz[f"{prefix}.amodal_depth"])
         sensor_key = f"{key}.depth_sensor"
         return SceneSample(
             rgb=npz[f"{key}.rgb"], depth=npz[f"{key}.depth"],
@@ -208,6 +210,7 @@ class SceneDataset:
         self.split = split
         self.n = manifest["splits"][split]["n"]
         self.per_shard = manifest["data"]["scenes_per_shard"]
+        self.shapes = manifest["data"].get("shapes", "procedural")  # where its objects come from
         self._readers: dict[int, ShardReader] = {}
 
     def __len__(self) -> int:

@@ -151,12 +151,14 @@ class AmodalRender:
     bbox: (x0, y0, x1, y1) int half-open pixel box of the amodal mask in the full image,
     (0, 0, 0, 0) when the object is not in view. mask: (y1 - y0, x1 - x0) bool amodal mask.
     rgb: (y1 - y0, x1 - x0, 3) uint8, the object lit as in the scene (self-shadowed, no shadows
-    from other objects, no pixel noise) over the neutral AMODAL_BACKGROUND.
+    from other objects, no pixel noise) over the neutral AMODAL_BACKGROUND. depth: (y1 - y0,
+    x1 - x0) float32 z-depth in metres of the object alone, 0 off the object.
     """
 
     bbox: tuple[int, int, int, int]
     mask: np.ndarray
     rgb: np.ndarray
+    depth: np.ndarray
 
 
 def random_appearance(rng: np.random.Generator) -> Appearance:
@@ -260,6 +262,7 @@ class SceneRenderer:
                   y0 + int(rows[-1]) + 1),
             mask=mask[crop],
             rgb=_to_uint8(rgb, 0.0, None).reshape(*mask.shape, 3)[crop],
+            depth=depth.reshape(mask.shape)[crop],
         )
 
     def _shade(self, raycaster: _Raycaster, rays, depth, owner, normals) -> np.ndarray:
@@ -462,4 +465,5 @@ def _to_uint8(rgb: np.ndarray, noise_std: float, rng: np.random.Generator | None
 
 
 def _empty_amodal() -> AmodalRender:
-    return AmodalRender((0, 0, 0, 0), np.zeros((0, 0), bool), np.zeros((0, 0, 3), np.uint8))
+    return AmodalRender((0, 0, 0, 0), np.zeros((0, 0), bool), np.zeros((0, 0, 3), np.uint8),
+                        np.zeros((0, 0), np.float32))

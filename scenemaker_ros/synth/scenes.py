@@ -90,9 +90,8 @@ def generate_scene(cfg: DataConfig, rng: np.random.Generator, shapes: list[Shape
     timer = timer or StageTimer()
     if shapes is None:
         n = int(rng.integers(cfg.scene.min_objects, cfg.scene.max_objects + 1))
-        families = cfg.scene.families or None
         with timer("shapes"):
-            shapes = [sample_shape(int(rng.integers(2**31)), families) for _ in range(n)]
+            shapes = _random_shapes(cfg, n, rng)
     clutter = bool(rng.random() < cfg.scene.clutter_prob)
     with timer("layout"):
         placed = layout_scene(shapes, cfg.scene, rng, clutter=clutter)
@@ -126,6 +125,17 @@ def generate_scene(cfg: DataConfig, rng: np.random.Generator, shapes: list[Shape
         rgb=image.rgb, depth=image.depth, depth_sensor=depth_sensor, instance=image.instance,
         scene=scene, meshes={i: (p.shape.vertices, p.shape.faces) for i, p in enumerate(placed)},
         symmetries={i: p.symmetry_rotations for i, p in enumerate(placed)}, amodal=amodal)
+
+
+def _random_shapes(cfg: DataConfig, n: int, rng: np.random.Generator) -> list[Shape]:
+    """n shapes from the configured source (``data.shapes``)."""
+    if cfg.shapes == "random_urdfs":
+        from scenemaker_ros.synth.urdf_shapes import USABLE_RANDOM_URDFS, random_urdf_shapes
+
+        indices = rng.choice(USABLE_RANDOM_URDFS, n, replace=False)
+        return random_urdf_shapes([int(i) for i in indices])
+    families = cfg.scene.families or None
+    return [sample_shape(int(rng.integers(2**31)), families) for _ in range(n)]
 
 
 def _ground_truth_object(index: int, placed: PlacedObject, camera: Camera, instance: np.ndarray,
