@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scenemaker_ros.pose.dinov2 import build_image_features
+
 # Layout of the 12-number pose vector, in normalised scene space.
 POSE_DIM = 12
 ROT6D = slice(0, 6)  # first two columns of R (Zhou et al. 2019)
@@ -418,6 +420,12 @@ class PoseModelConfig:
     object_cloud_tokens: int = 16  # local tokens per object cloud (plus one summary token)
     scene_cloud_tokens: int = 32  # local tokens of the scene cloud (plus one summary token)
     point_hidden: int = 64  # hidden width of the per-point MLPs
+    # Image features: "cnn" (``ImageEncoder``, trained from scratch) or "dinov2" (frozen DINOv2
+    # through transformers, ``pose/dinov2.py``) loaded from image_backbone (model id or folder).
+    image_features: str = "cnn"
+    image_backbone: str = "facebook/dinov2-small"
+    crop_feature_size: int = 112  # dinov2: crops resized to this (a multiple of 14)
+    scene_feature_size: tuple[int, int] = (168, 224)  # dinov2: scene image (height, width)
     # Ablations (SceneMaker Table "attention mechanisms"):
     local_self_attn: bool = True  # attention inside each object's (R, G, T, S)
     global_self_attn: bool = True  # attention across all objects of a scene
@@ -436,8 +444,10 @@ class PoseModel(nn.Module):
         self.geometry_encoder = PointEncoder(D, 0, config.point_hidden)
         self.object_cloud_encoder = PointEncoder(D, config.object_cloud_tokens, config.point_hidden)
         self.scene_cloud_encoder = PointEncoder(D, config.scene_cloud_tokens, config.point_hidden)
-        self.crop_encoder: ImageFeatures = ImageEncoder(4, D)
-        self.scene_image_encoder: ImageFeatures = ImageEncoder(3, D)
+        self.crop_encoder: ImageFeatures = build_image_features(
+            config.image_features, 4, D, **self._image_options(config.crop_feature_size))
+        self.scene_image_encoder: ImageFeatures = build_image_features(
+            config.image_features, 3, D, **self._image_options(config.scene_feature_size))
         self.location_embed = mlp(4, D)  # observed centre (3) + extent (1)
         # pose tokens
         self.t_embedder = TimestepEmbedder(D)
@@ -453,10 +463,15 @@ class PoseModel(nn.Module):
         self.final_layer = FinalLayer(D)
         self.initialize_weights()
 
+    def _image_options(self, size) -> dict:
+        if self.config.image_features == "cnn":
+            return {}
+        return {"model": self.config.image_backbone, "image_size": size}
+
     def initialize_weights(self):
-        # Linear layers: xavier uniform, zero bias (as DiT).
+        # Linear layers: xavier uniform, zero bias (as DiT); a pretrained backbone keeps its own.
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and all(p.requires_grad for p in module.parameters()):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         # Role embeddings and the time MLP: small normal.
