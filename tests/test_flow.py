@@ -6,12 +6,18 @@ import torch
 from scenemaker_ros.pose.flow import (
     flow_matching_loss,
     interpolate,
+    nearest_symmetric_target,
     sample,
     sample_time,
     step,
     time_grid,
 )
-from scenemaker_ros.pose.model import POSE_MODELS
+from scenemaker_ros.pose.model import (
+    POSE_MODELS,
+    encode_pose,
+    matrix_to_rotation_6d,
+    rotation_6d_to_matrix,
+)
 from tests.helpers import make_batch, perturbed
 
 
@@ -49,18 +55,31 @@ def test_loss_finite_and_ignores_padded_objects():
     assert torch.allclose(loss_of(model, batch, changed, obj_mask)[0], loss)
 
 
-def test_choose_target_hook_picks_the_target():
+def test_symmetric_target_is_the_equivalent_nearest_the_noise():
+    g = torch.Generator().manual_seed(0)
+    rot = rotation_6d_to_matrix(torch.randn(1, 2, 6, generator=g))  # (1, 2, 3, 3)
+    pose = encode_pose(rot, torch.randn(1, 2, 3, generator=g), torch.rand(1, 2, 3) + 0.5)
+    flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180 degrees about z
+    symmetries = torch.stack([torch.eye(3), flip]).expand(1, 2, 2, 3, 3)
+    noise = torch.randn(1, 2, 12, generator=g)
+    noise[0, 0, :6] = matrix_to_rotation_6d(rot[0, 0] @ flip)  # object 0: noise at R g
+    noise[0, 1, :6] = pose[0, 1, :6]  # object 1: noise at R
+    target = nearest_symmetric_target(noise, pose, symmetries)
+    assert torch.allclose(target[0, 0, :6], matrix_to_rotation_6d(rot[0, 0] @ flip), atol=1e-6)
+    assert torch.allclose(target[0, 1, :6], pose[0, 1, :6], atol=1e-6)
+    assert torch.equal(target[..., 6:], pose[..., 6:])  # translation and scale untouched
+
+
+def test_loss_with_identity_symmetries_and_several_times_per_scene():
     model = perturbed(POSE_MODELS["pose-XS"]())
     batch, obj_mask, pose_data, _ = make_batch()
-    flipped = pose_data.clone()
-    flipped[..., :6] *= -1
-
-    def choose_flipped(noise, data):
-        assert noise.shape == data.shape == pose_data.shape
-        return flipped
-
-    hooked = loss_of(model, batch, pose_data, obj_mask, choose_target=choose_flipped)[0]
-    assert torch.allclose(hooked, loss_of(model, batch, flipped, obj_mask)[0])
+    pose_data[..., :6] = matrix_to_rotation_6d(rotation_6d_to_matrix(pose_data[..., :6]))
+    identity = torch.eye(3).expand(2, 3, 1, 3, 3)
+    plain = loss_of(model, batch, pose_data, obj_mask)[0]
+    assert torch.allclose(loss_of(model, batch, pose_data, obj_mask, symmetries=identity)[0],
+                          plain, atol=1e-6)
+    several = loss_of(model, batch, pose_data, obj_mask, times_per_scene=3)[0]
+    assert several.isfinite() and not torch.allclose(several, plain)
 
 
 def test_training_reduces_loss_on_a_fixed_batch():

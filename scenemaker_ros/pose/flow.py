@@ -8,7 +8,6 @@ Convention: t = 0 is Gaussian noise x0, t = 1 is the data x1 (the pose vector, s
 ``pose.model``), x_t = (1 - t) * x0 + t * x1, and the velocity target is v = x1 - x0.
 """
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -20,6 +19,8 @@ from scenemaker_ros.pose.model import (
     TRANSLATION,
     PoseBatch,
     PoseModel,
+    matrix_to_rotation_6d,
+    rotation_6d_to_matrix,
 )
 
 TimeDistribution = Literal["logit_normal", "uniform"]
@@ -45,6 +46,26 @@ def interpolate(noise: torch.Tensor, data: torch.Tensor, t: torch.Tensor) -> tor
     return (1 - t) * noise + t * data
 
 
+def nearest_symmetric_target(noise: torch.Tensor, pose_data: torch.Tensor,
+                             symmetries: torch.Tensor) -> torch.Tensor:
+    """Each object's target with its rotation R replaced by the symmetric equivalent R g nearest
+    (in 6D) to the noise's rotation part; noise, pose_data (B, K, 12), symmetries (B, K, M, 3, 3)
+    canonical rotations g of each object (pad with identities).
+
+    For a shape with g(shape) = shape, the poses R and R g place the same surface, so any of them
+    is a correct answer. Regressing to one fixed R would teach the model to average them (a blur
+    between equivalent answers); pairing each noise sample with its nearest equivalent keeps the
+    flow paths short and the target unique, like choosing the nearest mode in optimal-transport
+    flow matching. Translation and scale are unchanged: the symmetries kept for an object are
+    those its anisotropic scale leaves intact (S g = g S).
+    """
+    rot = rotation_6d_to_matrix(pose_data[..., ROT6D])  # (B, K, 3, 3)
+    candidates = matrix_to_rotation_6d(rot[:, :, None] @ symmetries)  # (B, K, M, 6)
+    distance = (candidates - noise[:, :, None, ROT6D]).square().sum(-1)  # (B, K, M)
+    nearest = distance.argmin(dim=2)[..., None, None].expand(-1, -1, 1, 6)  # (B, K, 1, 6)
+    return torch.cat([candidates.gather(2, nearest)[:, :, 0], pose_data[..., 6:]], dim=-1)
+
+
 def flow_matching_loss(
     model: PoseModel,
     batch: PoseBatch,
@@ -52,24 +73,30 @@ def flow_matching_loss(
     obj_mask: torch.Tensor,
     generator: torch.Generator | None = None,
     time_distribution: TimeDistribution = "logit_normal",
-    choose_target: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    symmetries: torch.Tensor | None = None,
+    times_per_scene: int = 1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Flow-matching loss of one batch; pose_data (B, K, 12) targets, obj_mask (B, K) bool.
 
     Returns the loss (sum of the rotation, translation and scale terms, each the mean squared
     velocity error over its dimensions and the valid objects) and the three terms, detached, for
-    logging. ``choose_target(noise, pose_data) -> (B, K, 12)`` may pick each object's target
-    given its drawn noise, e.g. the symmetric equivalent of its pose nearest to the noise.
+    logging. ``symmetries`` (B, K, M, 3, 3) makes each target the symmetric equivalent nearest to
+    its noise (``nearest_symmetric_target``). ``times_per_scene`` draws that many (noise, time)
+    pairs per scene against one encoding of the conditions, which is most of a step's cost.
     ``generator`` must live on pose_data's device.
     """
-    B = pose_data.shape[0]
+    n = times_per_scene
+    conditions = model.encode_conditions(batch).repeat_interleave(n)  # B -> B * n
+    pose_data, obj_mask = pose_data.repeat_interleave(n, 0), obj_mask.repeat_interleave(n, 0)
     noise = torch.randn(pose_data.shape, generator=generator, device=pose_data.device)
-    target = pose_data if choose_target is None else choose_target(noise, pose_data)
-    t = sample_time(B, time_distribution, generator, pose_data.device)  # (B,)
-    x_t = interpolate(noise, target, t)  # (B, K, 12)
-    velocity = model(x_t, t, model.encode_conditions(batch), obj_mask)  # (B, K, 12)
-    error = (velocity.float() - (target - noise)).square()  # (B, K, 12)
-    valid = obj_mask.float()  # (B, K)
+    target = pose_data
+    if symmetries is not None:
+        target = nearest_symmetric_target(noise, pose_data, symmetries.repeat_interleave(n, 0))
+    t = sample_time(len(pose_data), time_distribution, generator, pose_data.device)  # (B * n,)
+    x_t = interpolate(noise, target, t)  # (B * n, K, 12)
+    velocity = model(x_t, t, conditions, obj_mask)  # (B * n, K, 12)
+    error = (velocity.float() - (target - noise)).square()  # (B * n, K, 12)
+    valid = obj_mask.float()  # (B * n, K)
     parts = {
         name: (error[..., dims].mean(-1) * valid).sum() / valid.sum().clamp(min=1)
         for name, dims in POSE_PARTS.items()
