@@ -46,6 +46,7 @@ from scipy.spatial import cKDTree
 
 from scenemaker_ros.geometry import (
     aabb_iou_matrix,
+    decompose_pose,
     icp,
     sample_surface,
     transform_points,
@@ -76,6 +77,11 @@ class PosedMesh:
             raise ValueError(f"faces must be (F, 3), got {self.faces.shape}")
         if self.faces.size and not 0 <= self.faces.min() <= self.faces.max() < len(self.vertices):
             raise ValueError("faces index vertices out of range")
+
+    @classmethod
+    def from_pose(cls, vertices: np.ndarray, faces: np.ndarray, pose: np.ndarray) -> "PosedMesh":
+        """A canonical mesh placed by pose (4, 4), canonical -> scene frame."""
+        return cls(transform_points(pose, vertices), faces)
 
     @property
     def area(self) -> float:
@@ -263,3 +269,20 @@ def average_metrics(results: Sequence[SceneMetrics]) -> dict[str, float]:
         if key.startswith("cd"):
             out[f"n_{key}_undefined"] = len(values) - len(defined)
     return out
+
+
+def pose_errors(T_pred: np.ndarray, T_gt: np.ndarray, symmetries: np.ndarray | None = None
+                ) -> tuple[float, float, float]:
+    """One object's pose errors: rotation (degrees), translation (metres), scale (mean relative).
+
+    Poses (4, 4) = [R diag(s) | t] map the canonical mesh into one frame. The rotation error is
+    the smallest angle between R_pred and R_gt g over the canonical symmetry rotations g (M, 3, 3)
+    (identity only when None), so any symmetric equivalent of the truth scores 0. The scale error
+    is mean_i |s_pred,i / s_gt,i - 1|.
+    """
+    R_pred, t_pred, s_pred = decompose_pose(T_pred)
+    R_gt, t_gt, s_gt = decompose_pose(T_gt)
+    symmetries = np.eye(3)[None] if symmetries is None else np.asarray(symmetries)
+    cos = (np.einsum("ij,mij->m", R_pred, R_gt[None] @ symmetries) - 1) / 2  # trace(Rp^T Rg g)
+    rotation = float(np.degrees(np.arccos(np.clip(cos.max(), -1.0, 1.0))))
+    return rotation, float(np.linalg.norm(t_pred - t_gt)), float(np.mean(np.abs(s_pred / s_gt - 1)))

@@ -57,7 +57,7 @@ def draw_posed_meshes(ax: plt.Axes, K: np.ndarray,
         if labels is not None:
             centre = project_points(K, pose[None, :3, 3])[0]
             ax.text(centre[0], centre[1], f"{k}:{labels[k]}", color="white", fontsize=6,
-                    bbox={"facecolor": colors[k], "alpha": 0.8, "pad": 1, "lw": 0})
+                    clip_on=True, bbox={"facecolor": colors[k], "alpha": 0.8, "pad": 1, "lw": 0})
 
 
 def save_dataset_preview(samples: Sequence, path: str | Path) -> None:
@@ -68,18 +68,20 @@ def save_dataset_preview(samples: Sequence, path: str | Path) -> None:
                              squeeze=False)
     for row, sample in zip(axes, samples):
         scene = sample.scene
-        K = scene.camera.K
         row[0].imshow(sample.rgb)
         depth = np.where(sample.depth > 0, sample.depth, np.nan)
         image = row[1].imshow(depth, cmap="turbo")
         fig.colorbar(image, ax=row[1], fraction=0.035)
         row[2].imshow(instance_overlay(sample.rgb, sample.instance))
-        row[3].imshow(sample.rgb)
-        posed = [(*sample.meshes[obj.id], obj.pose_matrix) for obj in scene.objects]
-        draw_posed_meshes(row[3], K, posed, [obj.label for obj in scene.objects])
-        row[3].set_xlim(0, scene.camera.width)
-        row[3].set_ylim(scene.camera.height, 0)
+        _draw_over_image(row[3], sample, [obj.pose_matrix for obj in scene.objects])
         row[4].imshow(_alone_montage(sample))
+    _save_grid(fig, axes, columns, path)
+
+
+def _save_grid(fig: plt.Figure, axes: np.ndarray, columns: Sequence[str],
+               path: str | Path) -> None:
+    """Title every row's axes by column, hide their frames, save the figure atomically."""
+    for row in axes:
         for ax, title in zip(row, columns):
             ax.set_title(title, fontsize=8)
             ax.axis("off")
@@ -104,3 +106,27 @@ def _alone_montage(sample, tile: int = 96) -> np.ndarray:
         r, c = divmod(i, columns)
         canvas[r * tile:r * tile + small.shape[0], c * tile:c * tile + small.shape[1]] = small
     return canvas
+
+
+def _draw_over_image(ax: plt.Axes, sample, poses: Sequence[np.ndarray | None]) -> None:
+    """A SceneSample's RGB with its meshes placed by poses (one per object; None = not drawn)."""
+    scene = sample.scene
+    ax.imshow(sample.rgb)
+    shown = [(o, T) for o, T in zip(scene.objects, poses) if T is not None]
+    draw_posed_meshes(ax, scene.camera.K, [(*sample.meshes[o.id], T) for o, T in shown],
+                      [o.label for o, _ in shown])
+    ax.set_xlim(0, scene.camera.width)
+    ax.set_ylim(scene.camera.height, 0)
+
+
+def save_pose_overlays(scenes: Sequence, path: str | Path) -> None:
+    """One row per (SceneSample, PoseResult): ground truth, raw model poses and refined poses,
+    each drawn over the RGB image."""
+    columns = ["ground truth", "model (raw)", "model + refine"]
+    fig, axes = plt.subplots(len(scenes), 3, figsize=(12, 3.1 * len(scenes)), squeeze=False)
+    for row, (sample, result) in zip(axes, scenes):
+        objects = sample.scene.objects
+        for ax, poses in zip(row, [[o.pose_matrix for o in objects], result.raw_poses,
+                                   result.poses]):
+            _draw_over_image(ax, sample, poses)
+    _save_grid(fig, axes, columns, path)

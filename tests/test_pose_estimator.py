@@ -1,0 +1,149 @@
+"""Pose estimation at inference: hard inputs, hypothesis scoring, refinement, classical baseline."""
+
+import numpy as np
+import pytest
+
+from scenemaker_ros.config import PoseConfig, PoseInputConfig
+from scenemaker_ros.errors import SceneMakerError
+from scenemaker_ros.geometry import compose_pose, depth_to_points, sample_surface
+from scenemaker_ros.metrics import pose_errors
+from scenemaker_ros.pose.classical import ClassicalPoser
+from scenemaker_ros.pose.estimator import PoseEstimator, canonical_frame
+from scenemaker_ros.pose.model import POSE_MODELS
+from scenemaker_ros.pose.refine import (
+    DepthView,
+    axis_scale_icp,
+    fit_score,
+    free_space_fraction,
+    refine_pose,
+)
+from scenemaker_ros.synth.scenes import generate_scene
+from tests.helpers import perturbed, small_data_config
+
+INPUTS = PoseInputConfig(geometry_points=32, object_points=32, scene_points=64, crop_size=16)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return generate_scene(small_data_config(), np.random.default_rng(10))  # 5 objects, all seen
+
+
+def frame(sample):
+    masks = np.stack([sample.instance == o.id + 1 for o in sample.scene.objects])
+    return (sample.rgb, sample.depth, sample.scene.camera.K, masks,
+            [sample.meshes[o.id] for o in sample.scene.objects])
+
+
+def random_estimator(max_objects=16, **cfg):
+    model = perturbed(POSE_MODELS["pose-XS"](max_objects=max_objects))
+    return PoseEstimator(model, INPUTS, PoseConfig(steps=2, hypotheses=2, **cfg))
+
+
+def test_no_objects_is_an_empty_result(scene):
+    rgb, depth, K, masks, meshes = frame(scene)
+    result = random_estimator().estimate(rgb, depth, K, masks[:0], [])
+    assert result.poses == [] and result.skipped == {}
+    with pytest.raises(SceneMakerError, match="2 masks but 1 meshes"):
+        random_estimator().estimate(rgb, depth, K, masks[:2], meshes[:1])
+
+
+def test_barely_seen_objects_are_skipped_and_nan_depth_is_invalid(scene):
+    rgb, depth, K, masks, meshes = frame(scene)
+    depth = depth.copy()
+    v, u = np.nonzero(masks[0] & (depth > 0))
+    depth[v[9:], u[9:]] = np.nan  # object 0 keeps 9 valid points
+    result = random_estimator(refine=False).estimate(rgb, depth, K, masks, meshes)
+    assert result.poses[0] is None and "9 valid depth points" in result.skipped[0]
+    seen = [k for k in range(1, len(meshes)) if (masks[k] & (depth > 0)).sum() >= 10]
+    assert all(np.isfinite(result.poses[k]).all() for k in seen)
+
+
+def test_more_objects_than_the_model_takes_are_posed_in_groups(scene):
+    rgb, depth, K, masks, meshes = frame(scene)
+    assert len(meshes) >= 3
+    result = random_estimator(max_objects=2, refine=False).estimate(rgb, depth, K, masks, meshes)
+    posed = [k for k in range(len(meshes)) if k not in result.skipped]
+    assert len(posed) >= 3 and all(result.poses[k].shape == (4, 4) for k in posed)
+    assert sorted(result.timer.durations["model"]) and len(result.timer.durations["model"]) >= 2
+
+
+def test_canonical_frame_and_poses_for_meshes_as_given(scene):
+    vertices, faces = scene.meshes[0]
+    in_mm = vertices * 1000 + [5, -3, 40]  # the same shape in millimetres, offset
+    T = canonical_frame(in_mm)
+    np.testing.assert_allclose(in_mm @ T[:3, :3].T + T[:3, 3], vertices, atol=1e-9)
+    with pytest.raises(SceneMakerError, match="zero size"):
+        canonical_frame(np.zeros((3, 3)))
+    rgb, depth, K, masks, meshes = frame(scene)
+    meshes[0] = (in_mm, faces)
+    result = random_estimator(refine=False).estimate(rgb, depth, K, masks, meshes)
+    if result.poses[0] is not None:  # the pose maps the mm mesh: its size is metric again
+        size = np.ptp(in_mm @ result.poses[0][:3, :3].T, axis=0).max()
+        assert 0.001 < size < 10
+
+
+def object_view(sample, k):
+    K = sample.scene.camera.K
+    mask = sample.instance == k + 1
+    return (depth_to_points(sample.depth, K, mask), DepthView(sample.depth, K),
+            sample_surface(*sample.meshes[k], 2000, np.random.default_rng(0)))
+
+
+def test_fit_score_prefers_the_truth_and_flags_free_space(scene):
+    k = int(np.argmax([(scene.instance == o.id + 1).sum() for o in scene.scene.objects]))
+    observed, view, surface = object_view(scene, k)
+    T = scene.scene.objects[k].pose_matrix
+    shifted = T.copy()
+    shifted[:3, 3] += [0.0, 0.0, -0.03]  # 3 cm toward the camera
+    assert fit_score(T, surface, observed, view) < fit_score(shifted, surface, observed, view)
+    truth = surface @ T[:3, :3].T + T[:3, 3]
+    assert free_space_fraction(truth, view) < 0.02
+    posed_shifted = surface @ shifted[:3, :3].T + shifted[:3, 3]
+    assert free_space_fraction(posed_shifted, view) > 0.2
+
+
+def test_refinement_recovers_a_perturbed_pose(scene):
+    k = int(np.argmax([(scene.instance == o.id + 1).sum() for o in scene.scene.objects]))
+    observed, view, surface = object_view(scene, k)
+    obj = scene.scene.objects[k]
+    angle = np.radians(6)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                     [0, 0, 1]])
+    start = compose_pose(turn @ obj.rotation, obj.translation + [0.006, -0.004, 0.005],
+                         obj.scale * 1.05)
+    refined, score, kept = refine_pose(start, surface, observed, view)
+    assert kept and score < fit_score(start, surface, observed, view)
+    before = pose_errors(start, obj.pose_matrix, scene.symmetries[obj.id])
+    after = pose_errors(refined, obj.pose_matrix, scene.symmetries[obj.id])
+    assert after[1] < 0.5 * before[1]  # translation error at least halved
+
+
+def test_classical_baseline_poses_a_scene(scene):
+    rgb, depth, K, masks, meshes = frame(scene)
+    result = ClassicalPoser(INPUTS, PoseConfig(refine=False)).estimate(rgb, depth, K, masks,
+                                                                       meshes)
+    errors = [pose_errors(result.poses[k], o.pose_matrix, scene.symmetries[o.id])
+              for k, o in enumerate(scene.scene.objects) if result.poses[k] is not None]
+    assert len(errors) >= 2
+    assert np.median([e[1] for e in errors]) < 0.03  # metres
+
+
+def test_missing_checkpoint_and_cuda_are_clear_errors(tmp_path):
+    with pytest.raises(SceneMakerError, match="not found"):
+        PoseEstimator.from_config(PoseConfig(checkpoint=str(tmp_path / "none.safetensors")))
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SceneMakerError, match="no CUDA"):
+            PoseEstimator.from_config(PoseConfig(device="cuda"))
+
+
+def test_axis_scale_icp_recovers_a_per_axis_stretch(scene):
+    k = int(np.argmax([(scene.instance == o.id + 1).sum() for o in scene.scene.objects]))
+    observed, view, surface = object_view(scene, k)
+    obj = scene.scene.objects[k]
+    stretched = compose_pose(obj.rotation, obj.translation, obj.scale * [1.12, 0.92, 1.0])
+    refined = axis_scale_icp(stretched, surface, observed, reach=0.02)
+    before = pose_errors(stretched, obj.pose_matrix)[2]
+    after = pose_errors(refined, obj.pose_matrix)[2]
+    assert after < 0.5 * before
