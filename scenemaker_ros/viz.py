@@ -36,13 +36,17 @@ def instance_overlay(rgb: np.ndarray, instance: np.ndarray, alpha: float = 0.55)
 
 def draw_posed_meshes(ax: plt.Axes, K: np.ndarray,
                       posed: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      labels: Sequence[str] | None = None) -> None:
+                      labels: Sequence[str] | None = None,
+                      ids: Sequence[int] | None = None) -> None:
     """Draw each posed mesh's wireframe and oriented box over an image axis.
 
     ``posed``: (canonical vertices (V, 3), faces (F, 3), pose (4, 4) canonical -> camera).
+    ``ids`` (default 0, 1, ...) pick each mesh's colour and number, so that the same object looks
+    the same in plots that leave some objects out.
     """
-    colors = object_colors(len(posed))
-    for k, (vertices, faces, pose) in enumerate(posed):
+    ids = list(range(len(posed))) if ids is None else list(ids)
+    colors = object_colors(max(ids, default=0) + 1)
+    for i, ((vertices, faces, pose), k) in enumerate(zip(posed, ids)):
         lo, hi = vertices.min(axis=0), vertices.max(axis=0)
         box = (lo + hi) / 2 + _BOX_CORNERS * (hi - lo)
         corners = project_points(K, transform_points(pose, box))
@@ -56,7 +60,7 @@ def draw_posed_meshes(ax: plt.Axes, K: np.ndarray,
             ax.plot(seg[:, 0], seg[:, 1], color=colors[k], lw=0.3, alpha=0.6)
         if labels is not None:
             centre = project_points(K, pose[None, :3, 3])[0]
-            ax.text(centre[0], centre[1], f"{k}:{labels[k]}", color="white", fontsize=6,
+            ax.text(centre[0], centre[1], f"{k}:{labels[i]}", color="white", fontsize=6,
                     clip_on=True, bbox={"facecolor": colors[k], "alpha": 0.8, "pad": 1, "lw": 0})
 
 
@@ -114,7 +118,7 @@ def _draw_over_image(ax: plt.Axes, sample, poses: Sequence[np.ndarray | None]) -
     ax.imshow(sample.rgb)
     shown = [(o, T) for o, T in zip(scene.objects, poses) if T is not None]
     draw_posed_meshes(ax, scene.camera.K, [(*sample.meshes[o.id], T) for o, T in shown],
-                      [o.label for o, _ in shown])
+                      [o.label for o, _ in shown], [o.id for o, _ in shown])
     ax.set_xlim(0, scene.camera.width)
     ax.set_ylim(scene.camera.height, 0)
 
@@ -122,7 +126,7 @@ def _draw_over_image(ax: plt.Axes, sample, poses: Sequence[np.ndarray | None]) -
 def save_pose_overlays(scenes: Sequence, path: str | Path) -> None:
     """One row per (SceneSample, PoseResult): ground truth, raw model poses and refined poses,
     each drawn over the RGB image."""
-    columns = ["ground truth", "model (raw)", "model + refine"]
+    columns = ["ground truth", "model (raw)", "default (model + refinement)"]
     fig, axes = plt.subplots(len(scenes), 3, figsize=(12, 3.1 * len(scenes)), squeeze=False)
     for row, (sample, result) in zip(axes, scenes):
         objects = sample.scene.objects

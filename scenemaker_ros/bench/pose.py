@@ -17,19 +17,22 @@ Scene metrics come from ``metrics.evaluate_both``; pose errors are medians over 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from scenemaker_ros.bench import print_table, write_results
 from scenemaker_ros.config import PoseConfig, load_config
-from scenemaker_ros.geometry import depth_to_points
+from scenemaker_ros.geometry import depth_to_points, sample_surface
 from scenemaker_ros.metrics import PosedMesh, average_metrics, evaluate_both, pose_errors
 from scenemaker_ros.pose.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from scenemaker_ros.pose.classical import ClassicalPoser
 from scenemaker_ros.pose.estimator import ObjectPoser, PoseEstimator, PoseResult
-from scenemaker_ros.pose.inputs import observe
+from scenemaker_ros.pose.flow import sample as flow_sample
+from scenemaker_ros.pose.inputs import collate, make_example, observe
 from scenemaker_ros.pose.refine import DepthView
 from scenemaker_ros.synth.dataset import SceneDataset
 from scenemaker_ros.synth.scenes import SceneSample
@@ -119,11 +122,41 @@ def _row_groups(cfg: PoseConfig, checkpoint: str, ablations: list[str]) -> list[
     return groups
 
 
+LATENCY_SETTINGS = [(8, 4), (8, 1), (4, 1)]  # (flow steps, hypotheses)
+
+
+def sampling_latency(estimator: PoseEstimator, sample: SceneSample, repeats: int = 20
+                     ) -> list[dict]:
+    """Median time of the network alone (encode the conditions once, integrate the flow) for
+    one scene, per (steps, hypotheses) setting."""
+    K = sample.scene.camera.K
+    rng = np.random.default_rng(0)
+    masks = np.stack([sample.instance == o.id + 1 for o in sample.scene.objects])
+    obs = observe(sample.rgb, sample.depth, K, masks, estimator.inputs, rng)
+    geometry = np.stack([sample_surface(*sample.meshes[o.id], estimator.inputs.geometry_points,
+                                        rng) for o in sample.scene.objects])
+    batch, obj_mask = collate([make_example(obs, geometry, estimator.inputs, rng)],
+                              estimator.device)
+    rows = []
+    for steps, hypotheses in LATENCY_SETTINGS:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            flow_sample(estimator.model, batch, obj_mask, steps=steps, n_hypotheses=hypotheses)
+            times.append(time.perf_counter() - start)
+        rows.append({"objects": len(masks), "steps": steps, "hypotheses": hypotheses,
+                     "threads": torch.get_num_threads(), "p50_ms": 1000 * np.median(times),
+                     "p95_ms": 1000 * np.percentile(times, 95)})
+    return rows
+
+
 def run_pose_benchmark(datasets: list[str | Path], split: str, n: int, out: str | Path,
                        checkpoint: str = "", ablations: list[str] | None = None,
-                       config: str | Path | None = None, plot: str | Path | None = None) -> dict:
+                       config: str | Path | None = None, plot: str | Path | None = None,
+                       latency_scene: int | None = 5) -> dict:
     """Score every method on the first n scenes of ``split`` of each dataset folder (named by
-    the folder); print a table per dataset, write JSON."""
+    the folder); print a table per dataset; time the network alone on the first scene of the
+    first dataset with ``latency_scene`` objects (None: skip); write JSON."""
     cfg = load_config(config).pose
     results: dict[str, object] = {"benchmark": "pose", "split": split, "n": n,
                                   "pose": dataclasses.asdict(cfg), "datasets": {}}
@@ -157,6 +190,15 @@ def run_pose_benchmark(datasets: list[str | Path], split: str, n: int, out: str 
             path = Path(plot).with_name(f"{Path(plot).stem}-{name}{Path(plot).suffix}")
             save_pose_overlays(shown, path)
             print(f"wrote {path}")
+    dataset = SceneDataset(datasets[0], split)
+    sample = next((dataset[i] for i in range(len(dataset))
+                   if len(dataset[i].scene.objects) == latency_scene), None)
+    if sample is not None:
+        model, inputs, _ = load_checkpoint(checkpoint or SHIPPED_CHECKPOINT, cfg.device)
+        latency = sampling_latency(PoseEstimator(model, inputs, cfg), sample)
+        print(f"\nThe network alone, one scene with {latency_scene} objects (median of 20)")
+        print_table(latency, ["objects", "steps", "hypotheses", "threads", "p50_ms", "p95_ms"])
+        results["latency"] = latency
     write_results(out, results)
     return results
 
