@@ -1,8 +1,9 @@
 """``scenemaker <command>``: the one command-line entry point.
 
-Commands: ``data`` (generate / preview / export / shapes), ``train`` (pose), ``eval``,
-``export``, ``relations``, ``bench`` (data, pose, stages), ``config`` (show). User errors
-print one line and exit with status 2; they never end in a traceback.
+Commands: ``run`` (one frame -> a scene), ``data`` (generate / preview / export / frame /
+shapes), ``train`` (pose), ``eval``, ``export``, ``relations``, ``bench`` (data, pose,
+stages), ``config`` (show). User errors print one line and exit with status 2; they never end
+in a traceback.
 """
 
 from __future__ import annotations
@@ -55,6 +56,63 @@ def _data_export(args: argparse.Namespace) -> None:
     save_scene(sample.scene, args.out, sample.meshes)
     print(f"wrote ground-truth scene {args.index} ({len(sample.scene.objects)} objects) "
           f"to {args.out}")
+
+
+def _data_frame(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.frames import CameraInfo, save_camera_info_yaml
+    from scenemaker_ros.scene import save_scene
+    from scenemaker_ros.synth.scenes import generate_scene
+
+    cfg = load_config(args.config).data
+    sample = generate_scene(cfg, np.random.default_rng(args.seed))
+    depth = sample.depth_sensor if args.noise else sample.depth
+    if args.noise and depth is None:
+        from scenemaker_ros.synth.noise import apply_depth_noise
+
+        depth = apply_depth_noise(sample.depth, sample.scene.camera.K, cfg.noise,
+                                  np.random.default_rng(args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sample.rgb).save(out / "rgb.png")
+    Image.fromarray(np.round(depth * 1000).astype(np.uint16)).save(out / "depth.png")
+    save_camera_info_yaml(CameraInfo.from_intrinsics(sample.scene.camera), out / "camera_info.yaml")
+    save_scene(sample.scene, out / "ground_truth", sample.meshes)
+    print(f"wrote {out}/rgb.png, depth.png (uint16 mm), camera_info.yaml and ground_truth/ "
+          f"({len(sample.scene.objects)} objects)")
+
+
+def _run(args: argparse.Namespace) -> None:
+    import logging
+
+    from scenemaker_ros.config import load_config, save_config
+    from scenemaker_ros.export import export_scene
+    from scenemaker_ros.frames import load_frame
+    from scenemaker_ros.pipeline import ScenePipeline
+    from scenemaker_ros.scene import save_scene
+    from scenemaker_ros.viz import save_scene_overlay
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.depth is None:
+        raise SceneMakerError("run: no monocular depth backend is installed in this build; give "
+                              "--depth (a registered depth image)")
+    cfg = load_config(args.config)
+    frame = load_frame(args.rgb, args.depth, args.camera_info, depth_scale=args.depth_scale)
+    pipeline = ScenePipeline.from_config(cfg, args.objects)
+    result = pipeline.run(frame)
+    out = Path(args.out)
+    save_scene(result.scene, out, result.meshes)
+    save_config(cfg, out / "config.yaml")
+    if result.scene.objects:
+        export_scene(out, "glb", out)
+    save_scene_overlay(frame.rgb, result.scene, result.meshes, out / "overlay.png")
+    stages = {k: 1000 * sum(v) for k, v in result.timer.durations.items() if "." not in k}
+    print(f"wrote {out}: {len(result.scene.objects)} objects ("
+          + ", ".join(f"{o.id}:{o.label}" for o in result.scene.objects) + "); "
+          + ", ".join(f"{k} {v:.0f} ms" for k, v in stages.items()))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -192,11 +250,35 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="scene folder to write")
     export.set_defaults(func=_data_export)
 
+    frame = data.add_parser("frame", help="one synthetic RGB-D frame as files (rgb.png, depth.png "
+                            "in mm, camera_info.yaml) with its ground truth")
+    frame.add_argument("--out", type=Path, required=True)
+    frame.add_argument("--seed", type=int, default=0)
+    frame.add_argument("--noise", action="store_true", help="sensor-noise depth")
+    _add_config_argument(frame)
+    frame.set_defaults(func=_data_frame)
+
     shapes = data.add_parser("shapes", help="preview grid of procedural shapes")
     shapes.add_argument("--out", type=Path, default=Path("docs/shapes.png"))
     shapes.add_argument("--n", type=int, default=24)
     shapes.add_argument("--seed", type=int, default=0)
     shapes.set_defaults(func=_data_shapes)
+
+    run = commands.add_parser("run", help="one RGB-D frame -> a scene folder of posed meshes "
+                              "(scene.json, meshes, scene.glb, overlay.png)")
+    run.add_argument("--rgb", type=Path, required=True, help="PNG or JPG")
+    run.add_argument("--depth", type=Path, default=None,
+                     help="registered depth: uint16 PNG (millimetres, see --depth-scale) or "
+                     "float .npy / .tiff in metres")
+    run.add_argument("--camera-info", type=Path, required=True,
+                     help="ROS camera_calibration YAML or CameraInfo-like JSON")
+    run.add_argument("--out", type=Path, required=True, help="scene folder to write")
+    run.add_argument("--objects", type=Path, default=None,
+                     help="known-object mode: a folder of meshes in metres (file name = label)")
+    run.add_argument("--depth-scale", type=float, default=0.001,
+                     help="metres per unit of an integer depth image")
+    _add_config_argument(run)
+    run.set_defaults(func=_run)
 
     evaluate = commands.add_parser("eval", help="scene metrics of a predicted scene folder "
                                    "against a ground-truth one (both protocols)")

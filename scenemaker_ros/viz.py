@@ -134,3 +134,19 @@ def save_pose_overlays(scenes: Sequence, path: str | Path) -> None:
                                    result.poses]):
             _draw_over_image(ax, sample, poses)
     _save_grid(fig, axes, columns, path)
+
+
+def save_scene_overlay(rgb: np.ndarray, scene, meshes: dict, path: str | Path) -> None:
+    """A scene's posed meshes (wireframes, boxes, ``id:label``) over its RGB image (H, W, 3)."""
+    height, width = rgb.shape[:2]
+    fig, ax = plt.subplots(figsize=(width / 100, height / 100), dpi=100)
+    ax.imshow(rgb)
+    draw_posed_meshes(ax, scene.camera.K, [(*meshes[o.id], o.pose_matrix) for o in scene.objects],
+                      [o.label for o in scene.objects], [o.id for o in scene.objects])
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    fig.subplots_adjust(0, 0, 1, 1)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
