@@ -88,7 +88,7 @@ def refine_pose(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray
     pairs farther than twice the starting mean distance (at least 5 mm) dropped; the pose moves
     by the inverse of that alignment. A scale change beyond max_scale_change falls back to a rigid
     fit. Then ``axis_scale_icp`` adjusts the size per axis. Each result is kept only if its score
-    is lower than the best so far.
+    is lower than the best so far. ``max_scale_change=0`` (a metric mesh) runs the rigid fit only.
     """
     start = fit_score(T_cam_obj, surface, observed, view)
     if len(observed) < 3:
@@ -96,7 +96,7 @@ def refine_pose(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray
     posed = transform_points(T_cam_obj, surface)
     reach = max(2 * cKDTree(posed).query(observed)[0].mean(), 0.005)
     best = (T_cam_obj, start, False)
-    for with_scale in (True, False):
+    for with_scale in (True, False) if max_scale_change > 0 else (False,):
         result = icp(observed, posed, with_scale=with_scale, max_iterations=iterations,
                      max_correspondence_distance=reach)
         scale = np.cbrt(np.linalg.det(result.transform[:3, :3]))
@@ -108,6 +108,8 @@ def refine_pose(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray
             best = (T, score, True)
         if with_scale and best[2]:
             break
+    if max_scale_change == 0:  # a metric mesh: its size is given
+        return best
     T = axis_scale_icp(best[0], surface, observed, reach, iterations, max_scale_change)
     score = fit_score(T, surface, observed, view)
     return (T, score, True) if score < best[1] else best
