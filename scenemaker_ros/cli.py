@@ -2,8 +2,8 @@
 
 Commands: ``run`` (one frame -> a scene), ``data`` (generate / preview / export / frame /
 shapes), ``train`` (pose), ``eval``, ``export``, ``relations``, ``bench`` (data, pose,
-stages), ``config`` (show). User errors print one line and exit with status 2; they never end
-in a traceback.
+pipeline, stages), ``config`` (show). User errors print one line and exit with status 2;
+they never end in a traceback.
 """
 
 from __future__ import annotations
@@ -206,6 +206,13 @@ def _bench_pose(args: argparse.Namespace) -> None:
                        ablations=args.ablation, config=args.config, plot=args.plot)
 
 
+def _bench_pipeline(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.pipeline import run_pipeline_benchmark
+
+    run_pipeline_benchmark(args.data, args.split, args.n, args.out, config=args.config,
+                           sensor_depth=args.sensor_depth, chart=args.chart)
+
+
 def _bench_stages(args: argparse.Namespace) -> None:
     from scenemaker_ros.bench.stages import run_stages_benchmark
 
@@ -344,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
                             help="PNG of a few scenes per dataset (its name is appended)")
     _add_config_argument(bench_pose)
     bench_pose.set_defaults(func=_bench_pose)
+
+    bench_pipeline = bench.add_parser("pipeline", help="scenemaker run end to end, open-set and "
+                                      "known-object modes")
+    bench_pipeline.add_argument("--data", type=Path, required=True, help="dataset folder")
+    bench_pipeline.add_argument("--split", default="test")
+    bench_pipeline.add_argument("--n", type=int, default=20, help="scenes")
+    bench_pipeline.add_argument("--sensor-depth", action="store_true",
+                                help="the sensor-noise depth instead of the clean one")
+    bench_pipeline.add_argument("--out", type=Path, default=Path("out/bench/pipeline.json"))
+    bench_pipeline.add_argument("--chart", type=Path, default=None, help="latency chart PNG")
+    _add_config_argument(bench_pipeline)
+    bench_pipeline.set_defaults(func=_bench_pipeline)
 
     bench_stages = bench.add_parser("stages", help="segmentation and de-occlusion quality and "
                                     "latency on generated scenes")

@@ -102,3 +102,17 @@ def test_bad_input_is_one_line(frame_files, tmp_path, capsys, problem, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_pipeline_benchmark_on_a_tiny_dataset(tmp_path):
+    from scenemaker_ros.bench.pipeline import run_pipeline_benchmark
+    from scenemaker_ros.synth.dataset import generate_dataset
+
+    cfg = small_data_config()
+    cfg.render_alone = False
+    generate_dataset(tmp_path / "data", n=1, seed=19, cfg=cfg, split="test", progress=False)
+    results = run_pipeline_benchmark(tmp_path / "data", "test", 1, tmp_path / "p.json",
+                                     chart=tmp_path / "p.png")
+    assert [row["mode"] for row in results["rows"]] == ["open-set", "known-objects"]
+    assert all(row["F-Score-S"] > 0.3 and row["recall"] > 0 for row in results["rows"])
+    assert (tmp_path / "p.json").is_file() and (tmp_path / "p.png").is_file()
