@@ -64,7 +64,7 @@ def test_more_objects_than_the_model_takes_are_posed_in_groups(scene):
     result = random_estimator(max_objects=2, refine=False).estimate(rgb, depth, K, masks, meshes)
     posed = [k for k in range(len(meshes)) if k not in result.skipped]
     assert len(posed) >= 3 and all(result.poses[k].shape == (4, 4) for k in posed)
-    assert sorted(result.timer.durations["model"]) and len(result.timer.durations["model"]) >= 2
+    assert len(result.timer.durations["model"]) >= 2  # one model run per group
 
 
 def test_canonical_frame_and_poses_for_meshes_as_given(scene):
