@@ -113,6 +113,29 @@ def test_one_object_without_a_concave_colour_edge(colors, concave):
     assert len(out) == 1 and out.masks[0].sum() == 40 * 80
 
 
+DARK_RED, DARK_GREY = (100, 15, 15), (64, 64, 64)
+
+
+@pytest.mark.parametrize("colors, same_color, count", [
+    ((RED, DARK_RED), 0.03, 1),  # one colour, shaded darker on one face: one object
+    ((RED, DARK_RED), 0.0, 2),  # the same-colour merge off: a concave colour edge cuts
+    ((GREY, DARK_GREY), 0.03, 2),  # greys differ by brightness only: no evidence, kept apart
+])
+def test_same_colour_regions_merge_across_a_concave_crease(colors, same_color, count):
+    assert len(segment(fold(colors, concave=True), same_color=same_color)) == count
+
+
+def test_same_colour_parts_merge_across_a_depth_jump():
+    """An object's raised part hides the face behind it: a depth jump, one colour."""
+    body, part = (slice(30, 90), slice(30, 130)), (slice(50, 70), slice(60, 100))
+    frame = table([(*body, 0.05, RED), (*part, 0.15, RED)])
+    frame.rgb[part] = DARK_RED  # the part's top is lit differently
+    assert len(segment(frame)) == 1
+    assert len(segment(frame, same_color=0.0)) == 2
+    frame.rgb[part] = BLUE  # another object standing on the first
+    assert len(segment(frame)) == 2
+
+
 def test_no_plane_keeps_every_point_with_a_warning(caplog):
     frame = table([(slice(20, 50), slice(20, 60), 0.05, RED)])
     with caplog.at_level(logging.WARNING, logger="scenemaker_ros.stages.segmentation"):
@@ -181,12 +204,13 @@ def scenes():
 
 
 def test_quality_on_fixed_scenes(scenes):
-    """Measured on seeds 0-3: matched IoU 0.85, precision 0.81, recall 0.91."""
+    """Measured on seeds 0-3: matched IoU 0.88, precision 0.95, recall 0.91 (without the
+    same-colour merge: 0.85, 0.81, 0.91)."""
     segmenter = build_segmenter(load_config().pipeline.segmentation)
     outputs = [segmenter.segment(RGBDFrame(s.rgb, s.depth, s.scene.camera)) for s in scenes]
     score = SegmentationScore.total(
         [score_segmentation(o.masks, s.instance) for o, s in zip(outputs, scenes)])
-    assert score.matched_iou > 0.75 and score.precision > 0.7 and score.recall > 0.8
+    assert score.matched_iou > 0.8 and score.precision > 0.85 and score.recall > 0.8
     for out, sample in zip(outputs, scenes):  # the support plane is the table (world z up)
         up = sample.scene.camera.camera_to_world[:3, :3].T @ [0.0, 0.0, 1.0]
         assert out.plane.normal @ up > 0.999

@@ -3,8 +3,9 @@
 ``PoseEstimator.estimate`` reads as its steps: observe the objects, put each mesh in the model's
 canonical frame, sample the flow (several hypotheses), keep per object the hypothesis that best
 explains its depth (``refine.fit_score``), optionally refine (scale-aware and per-axis-scale ICP,
-also from the observed principal axes at the model's position and size when
-``geometric_starts``), and express the poses for the meshes as given. ``ClassicalPoser``
+also from a fitted pose the caller gives, e.g. the geometry stage's, or else from the observed
+principal axes at the model's position and size when ``geometric_starts``), and express the
+poses for the meshes as given. ``ClassicalPoser``
 (``pose/classical.py``) shares every step but the model.
 
 Documented behaviour on hard input:
@@ -43,7 +44,7 @@ from scenemaker_ros.pose.refine import (
     DepthView,
     fit_score,
     principal_axes_starts,
-    refine_pose,
+    refine_starts,
 )
 from scenemaker_ros.timing import StageTimer
 
@@ -86,9 +87,12 @@ class ObjectPoser(abc.ABC):
         self.inputs, self.cfg = inputs, cfg
 
     def estimate(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, masks: np.ndarray,
-                 meshes: list[Mesh]) -> PoseResult:
+                 meshes: list[Mesh], starts: list[np.ndarray | None] | None = None
+                 ) -> PoseResult:
         """rgb (H, W, 3) uint8, depth (H, W) float32 metres (0 / NaN = invalid), K (3, 3),
-        masks (N, H, W) bool visible masks, N meshes in any frame and unit -> PoseResult."""
+        masks (N, H, W) bool visible masks, N meshes in any frame and unit -> PoseResult.
+        starts: per object None or a fitted pose T_cam_obj (4, 4) of its mesh as given (e.g.
+        the geometry stage's), refined alongside the model's instead of the principal axes."""
         if len(masks) != len(meshes):
             raise SceneMakerError(f"pose: {len(masks)} masks but {len(meshes)} meshes")
         timer = StageTimer()
@@ -96,11 +100,11 @@ class ObjectPoser(abc.ABC):
         with timer("observe"):
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
             obs = observe(rgb, depth, K, np.asarray(masks, bool), self.inputs, rng)
-        return self.estimate_observation(obs, meshes, DepthView(depth, K), rng, timer)
+        return self.estimate_observation(obs, meshes, DepthView(depth, K), rng, timer, starts)
 
     def estimate_observation(self, obs: Observation, meshes: list[Mesh], view: DepthView,
-                             rng: np.random.Generator, timer: StageTimer | None = None
-                             ) -> PoseResult:
+                             rng: np.random.Generator, timer: StageTimer | None = None,
+                             starts: list[np.ndarray | None] | None = None) -> PoseResult:
         """The part of ``estimate`` after ``observe`` (benchmarks feed their own observation)."""
         timer = timer or StageTimer()
         n = len(meshes)
@@ -126,23 +130,30 @@ class ObjectPoser(abc.ABC):
         if self.cfg.refine:
             with timer("refine"):
                 for k in posed:
+                    fitted = None if starts is None or starts[k] is None else (
+                        starts[k] @ np.linalg.inv(to_canonical[k]))
                     result.poses[k], result.scores[k] = self._refine(
-                        result.poses[k], surfaces[k], obs.object_points[k], view)
+                        result.poses[k], surfaces[k], obs.object_points[k], view, fitted)
         for k in posed:
             for poses in (result.poses, result.raw_poses):
                 poses[k] = poses[k] @ to_canonical[k]
         return result
 
     def _refine(self, start: np.ndarray, surface: np.ndarray, observed: np.ndarray,
-                view: DepthView) -> tuple[np.ndarray, float]:
-        """Refine ``start``, and with ``geometric_starts`` also its principal-axes variants; the
-        lowest fit score wins: (pose, score)."""
+                view: DepthView, fitted: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(pose, score) of the lowest fit score refining ``start``. With a ``fitted`` pose of
+        the mesh (canonical frame -> camera) both are probed and the better one is refined to
+        the end; otherwise, with ``geometric_starts``, the principal-axes variants of ``start``
+        are refined too."""
+        cfg = self.cfg
+        if fitted is not None:
+            return refine_starts([start, fitted], surface, observed, view,
+                                 cfg.refine_iterations, cfg.refine_max_scale_change, finish=1)
         candidates = [start]
-        if self.cfg.geometric_starts:
+        if cfg.geometric_starts:
             candidates += principal_axes_starts(observed, surface, reference=start)
-        refined = [refine_pose(T, surface, observed, view, self.cfg.refine_iterations,
-                               self.cfg.refine_max_scale_change)[:2] for T in candidates]
-        return min(refined, key=lambda pose_score: pose_score[1])
+        return refine_starts(candidates, surface, observed, view, cfg.refine_iterations,
+                             cfg.refine_max_scale_change)
 
     @abc.abstractmethod
     def _estimate_group(self, group: list[int], obs: Observation, surfaces: dict,

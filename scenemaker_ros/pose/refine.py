@@ -31,6 +31,8 @@ from scenemaker_ros.geometry import (
 
 FREE_SPACE_MARGIN_M = 0.01  # a surface sample counts as in free space beyond this
 FREE_SPACE_WEIGHT = 0.1  # metres of score per unit violation fraction, times the object size
+PROBE_ITERATIONS = 5  # refine_starts: iterations that rank the starts before one is finished
+SCALE_REUSE = 0.01  # axis_scale_icp rebuilds its search tree once a scale moved this fraction
 PROPER_SIGNS = [np.diag(s) for s in itertools.product((1, -1), repeat=3) if np.prod(s) > 0]
 
 
@@ -115,6 +117,25 @@ def refine_pose(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray
     return (T, score, True) if score < best[1] else best
 
 
+def refine_starts(starts: list[np.ndarray], surface: np.ndarray, observed: np.ndarray,
+                  view: DepthView, iterations: int = 30, max_scale_change: float = 0.25,
+                  finish: int | None = None) -> tuple[np.ndarray, float]:
+    """(pose, fit_score) of the best of several starts (4, 4) for one object, each refined by
+    ``refine_pose``. With ``finish``, every start is first refined for PROBE_ITERATIONS only and
+    just the ``finish`` best by score go on to ``iterations``: worth it when the starts are
+    already fits (a wrong one shows at once), not for raw axis starts that need many
+    iterations to show which is right."""
+    best = []
+    if finish is not None and finish < len(starts):
+        probed = sorted((refine_pose(T, surface, observed, view, PROBE_ITERATIONS,
+                                     max_scale_change)[:2] for T in starts),
+                        key=lambda pose_score: pose_score[1])
+        starts, best = [T for T, _ in probed[:finish]], probed[:1]
+    refined = [refine_pose(T, surface, observed, view, iterations, max_scale_change)[:2]
+               for T in starts]
+    return min(best + refined, key=lambda pose_score: pose_score[1])
+
+
 def axis_scale_icp(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray,
                    reach: float, iterations: int = 30, max_scale_change: float = 0.25
                    ) -> np.ndarray:
@@ -125,13 +146,16 @@ def axis_scale_icp(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndar
     least squares in the object's axes (v = R^T p = diag(s) q + c), then R and t by a rigid
     Umeyama fit of diag(s) q to p. Scales stay within max_scale_change of the start's; an axis
     along which the paired samples barely spread keeps its scale. Uniform-scale ICP cannot fix
-    the per-axis stretch that real objects (and our anisotropic shapes) have.
+    the per-axis stretch that real objects (and our anisotropic shapes) have. Pairs are found
+    in the object's axes, where posing is a translation and a rotation away (distances kept), on
+    samples scaled by the current scales to within SCALE_REUSE (so the tree is rarely rebuilt).
     """
     R, t, s0 = decompose_pose(T_cam_obj)
-    s = s0.copy()
+    s, tree_scale, tree = s0.copy(), None, None
     for _ in range(iterations):
-        posed = surface * s @ R.T + t
-        dist, j = cKDTree(posed).query(observed, distance_upper_bound=reach)
+        if tree is None or np.abs(s / tree_scale - 1).max() > SCALE_REUSE:
+            tree_scale, tree = s.copy(), cKDTree(surface * s)
+        dist, j = tree.query((observed - t) @ R, distance_upper_bound=reach)
         ok = np.isfinite(dist)
         if ok.sum() < 10:
             break
@@ -143,7 +167,10 @@ def axis_scale_icp(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndar
         usable = spread * s**2 > (0.1 * np.sqrt((spread * s**2).max())) ** 2
         s = np.where(usable, np.clip(fitted, s0 * (1 - max_scale_change),
                                      s0 * (1 + max_scale_change)), s)
+        previous = (R, t)
         R, t, _ = umeyama(q * s, p, with_scale=False)
+        if np.abs(R - previous[0]).max() < 1e-4 and np.abs(t - previous[1]).max() < 1e-5:
+            break  # converged: the pairs no longer change
     return compose_pose(R, t, s)
 
 

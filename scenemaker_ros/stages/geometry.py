@@ -71,6 +71,7 @@ from scenemaker_ros.stages.backends import build_backend
 from scenemaker_ros.synth.shapes import FAMILIES, make_shape
 
 if TYPE_CHECKING:  # the renderer pulls in open3d, which the stage itself never needs
+    from scenemaker_ros.stages.deocclusion import DeoccludedObject
     from scenemaker_ros.synth.scenes import SceneSample
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,12 @@ class ObjectGeometry:
 
 
 class GeometryBackend(Protocol):
-    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray
-                 ) -> list[ObjectGeometry | None]:
+    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
+                 crops: list[DeoccludedObject] | None = None) -> list[ObjectGeometry | None]:
         """Per object k, in order: its geometry, or None when it cannot have one (too few
         points). points[k] (N_k, 3) float64 observed camera-frame points (metres); masks
-        (K, H, W) bool visible masks, for backends that read the image (retrieval does not)."""
+        (K, H, W) bool visible masks and crops[k] the de-occluded crops, for backends that read
+        the image (retrieval reads neither; image_to_3d needs crops)."""
         ...
 
 
@@ -371,8 +373,8 @@ class RetrievalGeometry:
         self.known = [make_candidate(k.vertices, k.faces, k.label, f"known:{k.path.name}", True,
                                      cfg) for k in known or []]
 
-    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray
-                 ) -> list[ObjectGeometry | None]:
+    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
+                 crops: list[DeoccludedObject] | None = None) -> list[ObjectGeometry | None]:
         view = DepthView(frame.depth, frame.camera.K)
         rng = np.random.default_rng(self.cfg.seed)
         return [self.object_geometry(p, view, rng) for p in points]
@@ -462,8 +464,15 @@ def _build_retrieval(cfg: GeometryConfig, known: list[KnownObject] | None) -> Ge
     return RetrievalGeometry(cfg.retrieval, known)
 
 
+def _build_image_to_3d(cfg: GeometryConfig, known: list[KnownObject] | None) -> GeometryBackend:
+    from scenemaker_ros.stages.image_to_3d import build_image_to_3d  # torch + diffusers
+
+    return build_image_to_3d(cfg, known)
+
+
 BACKENDS: dict[str, Callable[[GeometryConfig, list[KnownObject] | None], GeometryBackend]] = {
     "retrieval": _build_retrieval,
+    "image_to_3d": _build_image_to_3d,
 }
 
 

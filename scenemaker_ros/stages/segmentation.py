@@ -21,6 +21,11 @@ optical frame (REP 103, metres):
    (Stein et al., CVPR 2014), (n_a - n_b) . (x_a - x_b) / |x_a - x_b| < -crease, with normals
    n and points x taken crease_offset_px either side of each edge and averaged over the whole
    shared edge, so texture and shadow edges on smooth or convex surfaces do not split objects.
+   Neighbouring regions of one colour (mean chromaticity within same_color; both of at least
+   SAME_COLOR_MIN_PIXELS and not grey) are merged across any cut, depth jumps included: shading
+   makes colour edges and concave creases between the faces of one object, and its parts hide
+   each other. Two touching objects of one colour merge too (set same_color: 0 where that is
+   common, e.g. bins of identical parts).
 6. Clusters below min_pixels are dropped, enclosed holes up to max_hole_pixels filled.
 
 Each mask's score is the fraction of its outline that geometry separates (depth jumps, the plane,
@@ -47,6 +52,7 @@ from scenemaker_ros.stages.backends import build_backend
 log = logging.getLogger(__name__)
 
 OBJECT_LABEL = "object"
+SAME_COLOR_MIN_PIXELS = 20  # smaller regions take no part in the same-colour merge
 
 
 # -----------------------------------------------------------------------------
@@ -264,17 +270,39 @@ def _cluster(rgb: np.ndarray, points: np.ndarray, candidate: np.ndarray,
     n = candidate.size
     smooth = ~edges.jump & ~edges.color
     region = _components(n, edges.a[smooth], edges.b[smooth])
-    # merge regions across colour edges that are no concave crease on average
-    split = ~edges.jump & edges.color & (region[edges.a] != region[edges.b])
-    ra, rb = region[edges.a[split]], region[edges.b[split]]
+    cut = region[edges.a] != region[edges.b]
+    ra, rb = region[edges.a[cut]], region[edges.b[cut]]
     pairs, which = np.unique(np.stack([np.minimum(ra, rb), np.maximum(ra, rb)]), axis=1,
-                             return_inverse=True)
-    crease = np.bincount(which, edges.crease[split], minlength=pairs.shape[1])
-    merge = crease / np.bincount(which, minlength=pairs.shape[1]) >= -cfg.crease
+                             return_inverse=True)  # (2, P) neighbouring regions, edge -> pair
+    # merge regions across colour edges that are no concave crease on average
+    colour_only = ~edges.jump[cut]
+    count = np.bincount(which, colour_only, minlength=pairs.shape[1])
+    crease = np.bincount(which, edges.crease[cut] * colour_only, minlength=pairs.shape[1])
+    merge = (count > 0) & (crease >= -cfg.crease * count)
+    # and regions of one colour across any cut (shading, shadows, self-occlusion); grey ones
+    # (black, white) are told apart by nothing but brightness, which shading changes too, and
+    # tiny ones (mixed pixels on outlines) have no reliable colour
+    if cfg.same_color > 0:
+        chroma = _region_chroma(rgb, region, candidate.ravel())
+        coloured = ((np.linalg.norm(chroma - 1 / 3, axis=1) > cfg.same_color)
+                    & (np.bincount(region, minlength=len(chroma)) >= SAME_COLOR_MIN_PIXELS))
+        merge |= (coloured[pairs[0]] & coloured[pairs[1]]
+                  & (np.linalg.norm(chroma[pairs[0]] - chroma[pairs[1]], axis=1) < cfg.same_color))
     cluster = _components(n, pairs[0, merge], pairs[1, merge])[region]
     labels = _ranked_labels(np.where(candidate.ravel(), cluster + 1, 0), cfg.min_pixels)
     labels = _fill_holes(labels.reshape(candidate.shape), cfg.max_hole_pixels)
     return labels, _outline_scores(labels, edges)
+
+
+def _region_chroma(rgb: np.ndarray, region: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """(R, 3) mean chromaticity (r, g, b) / (r + g + b) of each region's candidate pixels: rgb
+    (h, w, 3) uint8, region (h * w,) int ids, candidate (h * w,) bool. Shading and shadows scale
+    a surface's colour, which leaves its chromaticity alone."""
+    flat = rgb.reshape(-1, 3)[candidate].astype(np.float64) + 1.0  # + 1: black has no hue
+    chroma = flat / flat.sum(1, keepdims=True)
+    ids, n = region[candidate], region.max() + 1
+    sums = np.stack([np.bincount(ids, chroma[:, i], minlength=n) for i in range(3)], 1)
+    return sums / np.maximum(np.bincount(ids, minlength=n), 1)[:, None]
 
 
 def _normal_image(points: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
@@ -383,8 +411,15 @@ def _build_depth_clusters(cfg: SegmentationConfig) -> Segmenter:
     return DepthClusterSegmenter(cfg.depth_clusters)
 
 
+def _build_grounded_sam(cfg: SegmentationConfig) -> Segmenter:
+    from scenemaker_ros.stages.grounded_sam import build_grounded_sam  # torch + transformers
+
+    return build_grounded_sam(cfg)
+
+
 BACKENDS: dict[str, Callable[[SegmentationConfig], Segmenter]] = {
     "depth_clusters": _build_depth_clusters,
+    "grounded_sam": _build_grounded_sam,
 }
 
 
