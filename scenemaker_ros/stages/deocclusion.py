@@ -219,8 +219,15 @@ def _build_depth_order(cfg: DeocclusionConfig) -> Deoccluder:
     return DepthOrderDeoccluder(cfg.depth_order)
 
 
+def _build_flux_kontext(cfg: DeocclusionConfig) -> Deoccluder:
+    from scenemaker_ros.stages.kontext import build_flux_kontext  # torch + diffusers
+
+    return build_flux_kontext(cfg)
+
+
 BACKENDS: dict[str, Callable[[DeocclusionConfig], Deoccluder]] = {
     "depth_order": _build_depth_order,
+    "flux_kontext": _build_flux_kontext,
 }
 
 
