@@ -18,9 +18,11 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     install_requires=["numpy", "scipy", "trimesh", "open3d", "pillow", "pyyaml", "tqdm",
                       "safetensors", "jsonschema", "matplotlib"],
     zip_safe=False,
-    entry_points={"console_scripts": [f"scenemaker = {PACKAGE}.cli:main"]},
+    entry_points={"console_scripts": [f"scenemaker = {PACKAGE}.cli:main",
+                                      f"scenemaker_node = {PACKAGE}.ros.node:main"]},
 )

@@ -11,7 +11,8 @@ ROS_IMPORT = re.compile(r"^\s*(from|import)\s+(rclpy|rosbags|\w+_msgs)\b")
 
 
 def test_ruff_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scenemaker_ros", "tests"],
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scenemaker_ros", "tests",
+                             "launch"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -1,14 +1,15 @@
 """scenemaker_msgs (msg/, built by scripts/build_msgs.sh): construction, CDR round trip, constants.
 
 Skipped when scenemaker_msgs is not importable, unless SCENEMAKER_REQUIRE_ROS is set (then failed).
+tf2_msgs (interfaces/tf2_msgs, built from its standard definition) must hash as upstream.
 """
 
-import importlib
 import math
-import os
 import random
 
 import pytest
+
+from tests.ros_helpers import require_ros
 
 PREDICATES = ["on", "supported_by", "touching", "near", "inside", "contains", "left_of",
               "right_of", "in_front_of", "behind"]
@@ -16,15 +17,7 @@ PREDICATES = ["on", "supported_by", "touching", "near", "inside", "contains", "l
 
 @pytest.fixture(scope="module")
 def msgs():
-    try:
-        importlib.import_module("rclpy.serialization")
-        return importlib.import_module("scenemaker_msgs.msg")
-    except ImportError as exc:
-        reason = (f"scenemaker_msgs/rclpy not importable ({exc}); build them with "
-                  "`bash scripts/build_msgs.sh`")
-        if os.environ.get("SCENEMAKER_REQUIRE_ROS"):
-            pytest.fail(f"SCENEMAKER_REQUIRE_ROS is set but {reason}")
-        pytest.skip(reason)
+    return require_ros()
 
 
 def _graph(m):
@@ -91,3 +84,27 @@ def test_publisher_of_scene_graph(msgs, monkeypatch):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_ground_id_and_export_service(msgs):
+    from scenemaker_msgs.srv import ExportScene
+
+    assert msgs.Relation.GROUND_ID == 2**32 - 1
+    request = ExportScene.Request(path="snap", formats=["sdf", "usd"])
+    assert list(request.formats) == ["sdf", "usd"]
+    assert ExportScene.Response().scene_dir == ""
+
+
+def test_tf_message_has_the_upstream_type_hash(msgs):
+    """Our tf2_msgs build interoperates with real ROS installs: same RIHS01 hash as Kilted's."""
+    import json
+    from pathlib import Path
+
+    import tf2_msgs
+    from rosbags.typesys import Stores, get_typestore
+
+    share = Path(tf2_msgs.__file__).parents[4] / "share" / "tf2_msgs" / "msg" / "TFMessage.json"
+    hashes = {h["type_name"]: h["hash_string"]
+              for h in json.loads(share.read_text())["type_hashes"]}
+    expected = get_typestore(Stores.ROS2_KILTED).hash_rihs01("tf2_msgs/msg/TFMessage")
+    assert hashes["tf2_msgs/msg/TFMessage"] == expected
