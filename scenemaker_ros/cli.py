@@ -1,9 +1,10 @@
 """``scenemaker <command>``: the one command-line entry point.
 
 Commands: ``run`` (one frame -> a scene), ``data`` (generate / preview / export / frame /
-shapes), ``train`` (pose), ``eval``, ``export``, ``relations``, ``bench`` (data, pose,
-pipeline, stages), ``config`` (show). User errors print one line and exit with status 2;
-they never end in a traceback.
+shapes / deocclusion), ``train`` (pose, deocclusion), ``eval``, ``export``, ``relations``,
+``bench`` (data, pose, pipeline, stages, deocclusion, node), ``bag`` (example, replay),
+``config`` (show). User errors print one line and exit with status 2; they never end in a
+traceback.
 """
 
 from __future__ import annotations
@@ -90,18 +91,25 @@ def _run(args: argparse.Namespace) -> None:
 
     from scenemaker_ros.config import load_config, save_config
     from scenemaker_ros.export import export_scene
-    from scenemaker_ros.frames import load_frame
+    from scenemaker_ros.frames import load_camera_info, load_frame, load_rgb
     from scenemaker_ros.pipeline import ScenePipeline
     from scenemaker_ros.scene import save_scene
     from scenemaker_ros.viz import save_scene_overlay
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.depth is None:
-        raise SceneMakerError("run: no monocular depth backend is installed in this build; give "
-                              "--depth (a registered depth image)")
     cfg = load_config(args.config)
-    frame = load_frame(args.rgb, args.depth, args.camera_info, depth_scale=args.depth_scale)
+    if args.depth is None and cfg.pipeline.depth.backend == "none":  # before loading any model
+        raise SceneMakerError("run: no --depth and no monocular depth backend configured; give "
+                              "--depth (a registered depth image) or set pipeline.depth.backend "
+                              "(README \"Heavy GPU backends\")")
+    if args.depth is not None and args.camera_info is None:
+        raise SceneMakerError("run: --depth needs --camera-info (the depth camera's intrinsics)")
     pipeline = ScenePipeline.from_config(cfg, args.objects)
+    if args.depth is None:  # RGB only: monocular depth, intrinsics estimated when not given
+        camera = None if args.camera_info is None else load_camera_info(args.camera_info)
+        frame = pipeline.complete(load_rgb(args.rgb), camera and camera.intrinsics())
+    else:  # RGB-D: the sensor depth always wins
+        frame = load_frame(args.rgb, args.depth, args.camera_info, depth_scale=args.depth_scale)
     result = pipeline.run(frame)
     out = Path(args.out)
     save_scene(result.scene, out, result.meshes)
@@ -219,12 +227,95 @@ def _bench_stages(args: argparse.Namespace) -> None:
     run_stages_benchmark(args.n, args.out, config=args.config)
 
 
+def _bench_node(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.node import run_node_benchmark
+
+    run_node_benchmark(args.duration, args.rate, args.objects, args.out, plot=args.plot,
+                       seed=args.seed, warmup=args.warmup, params_file=args.params_file,
+                       config=args.config)
+
+
 def _config_show(args: argparse.Namespace) -> None:
     import yaml
 
     from scenemaker_ros.config import config_to_dict, load_config
 
-    print(yaml.safe_dump(config_to_dict(load_config(args.config)), sort_keys=False), end="")
+    data = config_to_dict(load_config(args.config))
+    if args.ros:
+        data = {"/**": {"ros__parameters": data}}
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="")
+
+
+def _data_deocclusion(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config, save_config
+    from scenemaker_ros.synth.deocclusion_data import (
+        TripletDataset,
+        generate_triplets,
+        save_triplet_preview,
+    )
+
+    cfg = load_config(args.config)
+    info = generate_triplets(args.out, n=args.n, seed=args.seed, data=cfg.data,
+                             cfg=cfg.deocclusion_data, workers=args.workers)
+    save_config(cfg, args.out / "config.yaml")
+    print(f"wrote {info['triplets']} triplets from {info['scenes']} scenes to {args.out}"
+          + (f" ({info['made']} made in {info['seconds']:.1f} s: "
+             f"{info['triplets_per_s']:.2f} triplets/s)" if info["made"] else ""))
+    if args.preview:
+        dataset = TripletDataset(args.out)
+        save_triplet_preview([dataset[i] for i in range(min(12, len(dataset)))],
+                             args.out / "preview.png")
+        print(f"wrote {args.out / 'preview.png'}")
+
+
+def _train_deocclusion(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.stages.kontext_train import train_deocclusion_lora
+
+    cfg = load_config(args.config, _overrides(args.set))
+    result = train_deocclusion_lora(args.data, args.model or cfg.deocclusion_train.model,
+                                    args.out, cfg)
+    print(f"trained the de-occlusion LoRA in {result['seconds']:.0f} s (last loss "
+          f"{result['losses'][-1]:.4f}): {result['lora']}; use it with "
+          f"pipeline.deocclusion.flux_kontext.lora: {result['lora']}")
+
+
+def _bench_deocclusion(args: argparse.Namespace) -> None:
+    from scenemaker_ros.bench.deocclusion import run_deocclusion_benchmark
+
+    run_deocclusion_benchmark(args.data, args.backend, args.n, args.out, config=args.config)
+
+
+# rosbag2 tooling: ROS is imported inside the commands only
+def _bag_example(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.ros.bag import CAMERA_TOPICS, write_example_bag
+
+    ground_truth, sample = write_example_bag(
+        args.out, frames=args.frames, seed=args.seed, rate_hz=args.rate, storage=args.storage,
+        data=load_config(args.config).data, objects=args.objects)
+    h, w = sample.depth.shape
+    print(f"wrote {args.out} ({args.storage}): {args.frames} frames {w}x{h} at {args.rate:g} Hz "
+          f"on {', '.join(topic for _, topic, _ in CAMERA_TOPICS.items())}; ground truth "
+          f"({len(sample.scene.objects)} objects) in {ground_truth}")
+
+
+def _bag_replay(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from scenemaker_ros.ros.bag import CameraTopics, replay_bag
+
+    topics = CameraTopics(**{name: getattr(args, f"{name}_topic") for name in
+                             ("image", "depth", "camera_info") if getattr(args, f"{name}_topic")})
+    s = replay_bag(args.bag, args.out, topics, rate=args.rate, every_frame=args.every_frame,
+                   params_file=args.params_file, config=args.config, storage=args.storage)
+    objects = (f"objects per scene: min {min(s.objects_per_scene)}, median "
+               f"{np.median(s.objects_per_scene):g}, max {max(s.objects_per_scene)}"
+               if s.objects_per_scene else "no scenes")
+    print(f"replayed {s.frames_in} frames ({s.matched} synchronised, {s.processed} processed, "
+          f"{s.dropped} dropped, {s.skipped + s.failed} skipped) -> "
+          f"{len(s.objects_per_scene)} scenes in {s.out} ({objects}); recorded "
+          + ", ".join(f"{topic} {n}" for topic, n in s.recorded.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,14 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--seed", type=int, default=0)
     shapes.set_defaults(func=_data_shapes)
 
+    deocclusion = data.add_parser(
+        "deocclusion", help="de-occlusion triplets (occluded input, prompt, target) from "
+        "rendered scenes (resumable)")
+    deocclusion.add_argument("--n", type=int, required=True, help="number of triplets")
+    deocclusion.add_argument("--out", type=Path, required=True, help="triplet folder")
+    deocclusion.add_argument("--seed", type=int, default=0)
+    deocclusion.add_argument("--workers", type=int, default=1, help="parallel processes")
+    deocclusion.add_argument("--preview", action="store_true",
+                             help="also write OUT/preview.png (input | target pairs)")
+    _add_config_argument(deocclusion)
+    deocclusion.set_defaults(func=_data_deocclusion)
+
     run = commands.add_parser("run", help="one RGB-D frame -> a scene folder of posed meshes "
                               "(scene.json, meshes, scene.glb, overlay.png)")
     run.add_argument("--rgb", type=Path, required=True, help="PNG or JPG")
     run.add_argument("--depth", type=Path, default=None,
                      help="registered depth: uint16 PNG (millimetres, see --depth-scale) or "
-                     "float .npy / .tiff in metres")
-    run.add_argument("--camera-info", type=Path, required=True,
-                     help="ROS camera_calibration YAML or CameraInfo-like JSON")
+                     "float .npy / .tiff in metres; without it pipeline.depth.backend estimates "
+                     "the depth from the RGB")
+    run.add_argument("--camera-info", type=Path, default=None,
+                     help="ROS camera_calibration YAML or CameraInfo-like JSON (required with "
+                     "--depth; RGB only: else estimated by the depth backend or "
+                     "pipeline.depth.fov_deg)")
     run.add_argument("--out", type=Path, required=True, help="scene folder to write")
     run.add_argument("--objects", type=Path, default=None,
                      help="known-object mode: a folder of meshes in metres (file name = label)")
@@ -327,6 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(train_pose)
     train_pose.set_defaults(func=_train_pose)
 
+    train_deocclusion = train.add_parser(
+        "deocclusion", help="LoRA fine-tuning of FLUX.1 Kontext on de-occlusion triplets (GPU)")
+    train_deocclusion.add_argument("--data", type=Path, required=True,
+                                   help="triplet folder (scenemaker data deocclusion)")
+    train_deocclusion.add_argument("--model", default=None, help="Kontext hub id or local "
+                                   "folder (default: deocclusion_train.model)")
+    train_deocclusion.add_argument("--out", type=Path, required=True, help="run folder")
+    train_deocclusion.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                                   help="override a config key, e.g. deocclusion_train.steps=500")
+    _add_config_argument(train_deocclusion)
+    train_deocclusion.set_defaults(func=_train_deocclusion)
+
     bench = commands.add_parser("bench", help="benchmarks (print a table, write JSON)"
                                 ).add_subparsers(dest="bench_command", required=True,
                                                  metavar="SUBCOMMAND")
@@ -371,9 +489,79 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(bench_stages)
     bench_stages.set_defaults(func=_bench_stages)
 
+    bench_deocclusion = bench.add_parser(
+        "deocclusion", help="a de-occlusion backend on de-occlusion triplets: amodal mask IoU, "
+        "PSNR on the hidden pixels")
+    bench_deocclusion.add_argument("--data", type=Path, required=True, help="triplet folder")
+    bench_deocclusion.add_argument("--backend", default="depth_order",
+                                   help="pipeline.deocclusion backend (depth_order, flux_kontext)")
+    bench_deocclusion.add_argument("--n", type=int, default=200, help="triplets")
+    bench_deocclusion.add_argument("--out", type=Path, default=Path("out/bench/deocclusion.json"))
+    _add_config_argument(bench_deocclusion)
+    bench_deocclusion.set_defaults(func=_bench_deocclusion)
+
+    bench_node = bench.add_parser(
+        "node", help="the ROS node (its own process) under a live RGB-D stream: latency image "
+        "-> markers, scenes/s, dropped frames, memory over time")
+    bench_node.add_argument("--duration", type=float, default=120.0, help="measured seconds")
+    bench_node.add_argument("--warmup", type=float, default=10.0,
+                            help="seconds streamed before measuring (at least until a scene)")
+    bench_node.add_argument("--rate", type=float, default=30.0, help="camera rate, Hz")
+    bench_node.add_argument("--objects", type=int, default=5, help="objects in the scene")
+    bench_node.add_argument("--seed", type=int, default=0, help="scene seed")
+    bench_node.add_argument("--params-file", type=Path, default=None,
+                            help="ROS parameters file for the node")
+    bench_node.add_argument("--out", type=Path, default=Path("docs/bench/node.json"))
+    bench_node.add_argument("--plot", type=Path, default=Path("docs/bench/node.png"),
+                            help="latency and memory vs time (PNG)")
+    _add_config_argument(bench_node)
+    bench_node.set_defaults(func=_bench_node)
+
+    bag = commands.add_parser("bag", help="rosbag2 (MCAP or sqlite3): a synthetic example bag; "
+                              "offline replay through the node").add_subparsers(
+        dest="bag_command", required=True, metavar="SUBCOMMAND")
+    bag_example = bag.add_parser(
+        "example", help="a synthetic RGB-D bag of one generated scene seen by a static camera "
+        "(fresh sensor noise per frame); ground truth in OUT_ground_truth/")
+    bag_example.add_argument("--out", type=Path, required=True, help="bag folder to create")
+    bag_example.add_argument("--frames", type=int, default=20)
+    bag_example.add_argument("--rate", type=float, default=10.0, help="frames per second")
+    bag_example.add_argument("--seed", type=int, default=0)
+    bag_example.add_argument("--objects", type=int, default=None,
+                             help="objects in the scene (default: the generator's random count)")
+    bag_example.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    _add_config_argument(bag_example)
+    bag_example.set_defaults(func=_bag_example)
+
+    bag_replay = bag.add_parser(
+        "replay", help="play a bag's image, depth and camera_info through the node (in this "
+        "process, on simulated time) and record its outputs into a new bag")
+    bag_replay.add_argument("bag", type=Path, help="input bag folder")
+    bag_replay.add_argument("--out", type=Path, required=True,
+                            help="output bag folder to create (live scene in OUT_export/live)")
+    bag_replay.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    bag_replay.add_argument("--every-frame", action="store_true",
+                            help="publish each frame only when the node has finished the last "
+                            "one: every frame processed, deterministic")
+    bag_replay.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap",
+                            help="output bag storage")
+    node_params = bag_replay.add_mutually_exclusive_group()
+    node_params.add_argument("--params-file", type=Path, default=None,
+                             help="ROS parameters file for the node")
+    node_params.add_argument("--config", type=Path, default=None,
+                             help="YAML config (see config/scenemaker.yaml); defaults otherwise")
+    for name, example in [("image", "/camera/color/image_raw"),
+                          ("depth", "/camera/aligned_depth_to_color/image_raw"),
+                          ("camera-info", "/camera/color/camera_info")]:
+        bag_replay.add_argument(f"--{name}-topic", default=None,
+                                help=f"default: {example} (as in the example bag)")
+    bag_replay.set_defaults(func=_bag_replay)
+
     config = commands.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True, metavar="SUBCOMMAND")
     show = config.add_parser("show", help="print the effective configuration as YAML")
+    show.add_argument("--ros", action="store_true", help="as a ROS 2 parameters file (for "
+                      "scenemaker_node --ros-args --params-file; --config reads both forms)")
     _add_config_argument(show)
     show.set_defaults(func=_config_show)
     return parser

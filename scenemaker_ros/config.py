@@ -105,8 +105,36 @@ class DepthClustersConfig:
     color_edge: float = 30.0  # RGB distance (0-255) between neighbours that makes a colour edge
     crease: float = 0.1  # colour edges this concave (normal change, see stages) stay cut
     crease_offset_px: int = 3  # normals compared this far either side of an edge
+    same_color: float = 0.03  # neighbouring regions whose mean chromaticity differs by less
+    # than this are one object, across colour edges and depth jumps alike (0: off)
     normal_smoothing_px: float = 1.5  # Gaussian sigma of the point image before normals
     seed: int = 0  # RANSAC sampling: the same frame gives the same masks
+
+
+@dataclass
+class GpuBackendConfig:
+    """The fields every heavy GPU backend shares (``stages/hub.py``, README "Heavy GPU
+    backends")."""
+
+    device: str = "auto"  # "auto" (CUDA when available, else CPU with a warning), "cpu", "cuda:N"
+    dtype: str = "auto"  # "auto" (half precision on CUDA, float32 on CPU), float32/16, bfloat16
+    offline: bool = True  # local folder or Hugging Face cache only, never download
+    cpu_offload: bool = False  # keep weights in CPU RAM, move each part to the GPU when used
+    free_after_use: bool = False  # release GPU memory after each call (8-16 GB GPUs)
+
+
+@dataclass
+class GroundedSamConfig(GpuBackendConfig):
+    """The "grounded_sam" open-vocabulary segmentation (GPU): GroundingDINO boxes from text
+    prompts, SAM or SAM 2 masks in those boxes; the support plane still comes from the depth."""
+
+    detector: str = "IDEA-Research/grounding-dino-tiny"  # GroundingDINO hub id or local folder
+    sam: str = "facebook/sam-vit-base"  # SAM (or SAM 2, e.g. facebook/sam2.1-hiera-tiny)
+    prompts: list[str] = field(default_factory=lambda: ["object"])  # what to find, one phrase each
+    box_threshold: float = 0.3  # GroundingDINO box confidence
+    text_threshold: float = 0.25  # a box's phrase: prompt tokens scoring above this
+    max_objects: int = 20  # the highest-scoring boxes kept
+    min_pixels: int = 150  # masks smaller than this (after making them disjoint) are dropped
 
 
 @dataclass
@@ -114,7 +142,9 @@ class SegmentationConfig:
     """Instance segmentation: the backend's name and each backend's parameters."""
 
     backend: str = "depth_clusters"  # see scenemaker_ros.stages.segmentation.BACKENDS
+    fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
     depth_clusters: DepthClustersConfig = field(default_factory=DepthClustersConfig)
+    grounded_sam: GroundedSamConfig = field(default_factory=GroundedSamConfig)
 
 
 @dataclass
@@ -128,12 +158,41 @@ class DepthOrderConfig:
     background: tuple[int, int, int] = (255, 255, 255)  # crop colour off the amodal mask
 
 
+# De-occlusion with FLUX.1 Kontext (README "De-occlusion data and fine-tuning").
+# Our prompt template (the paper publishes none): {object} is the shape family's noun in the
+# training triplets and the segmenter's label at inference.
+DEOCCLUSION_PROMPT = ("Complete the occluded {object}: fill in the parts hidden by the white "
+                      "occluders so that the whole {object} is visible, on a plain white "
+                      "background")
+
+
+@dataclass
+class FluxKontextConfig(GpuBackendConfig):
+    """The "flux_kontext" de-occlusion (GPU): FLUX.1 Kontext [dev] through diffusers redraws each
+    occluded object's crop whole; who hides whom and the crop come from depth_order's reasoning."""
+
+    model: str = "black-forest-labs/FLUX.1-Kontext-dev"  # hub id or local folder
+    lora: str = ""  # LoRA safetensors file or folder (scenemaker train deocclusion); "": none
+    lora_scale: float = 1.0
+    steps: int = 28  # denoising steps (the paper's setting)
+    guidance_scale: float = 2.5  # Kontext's distilled guidance
+    resolution: int = 512  # crops are resized to this square, pixels (a multiple of 16)
+    crop_margin: float = 0.2  # square crop side = longer side of the amodal box * (1 + 2 * this)
+    prompt: str = DEOCCLUSION_PROMPT
+    max_sequence_length: int = 512  # T5 prompt tokens
+    background_threshold: int = 24  # generated pixels this close to white (0-255) are background
+    only_occluded: bool = True  # objects nobody hides keep depth_order's crop (no generation)
+    seed: int = 0  # the same frame gives the same crops
+
+
 @dataclass
 class DeocclusionConfig:
     """De-occlusion: the backend's name and each backend's parameters."""
 
     backend: str = "depth_order"  # see scenemaker_ros.stages.deocclusion.BACKENDS
+    fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
     depth_order: DepthOrderConfig = field(default_factory=DepthOrderConfig)
+    flux_kontext: FluxKontextConfig = field(default_factory=FluxKontextConfig)
 
 
 @dataclass
@@ -157,11 +216,54 @@ class RetrievalConfig:
 
 
 @dataclass
+class ImageTo3DConfig(GpuBackendConfig):
+    """The "image_to_3d" object geometry (GPU): a generator turns each de-occluded crop into a
+    mesh in a canonical frame (centred, z up, longest side 1) that the pose model places."""
+
+    adapter: str = "shap_e"  # see scenemaker_ros.stages.image_to_3d.ADAPTERS
+    model: str = "openai/shap-e-img2img"  # hub id or local folder
+    steps: int = 64  # denoising steps
+    guidance_scale: float = 3.0
+    mesh_resolution: int = 128  # shap_e: SDF grid cells per side for marching cubes
+    seed: int = 0  # the same crop gives the same mesh
+    min_points: int = 10  # objects with fewer valid depth points get no geometry
+
+
+@dataclass
 class GeometryConfig:
     """Object geometry: the backend's name and each backend's parameters."""
 
     backend: str = "retrieval"  # see scenemaker_ros.stages.geometry.BACKENDS
+    fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    image_to_3d: ImageTo3DConfig = field(default_factory=ImageTo3DConfig)
+
+
+@dataclass
+class DepthAnythingConfig(GpuBackendConfig):
+    """The "depth_anything" monocular depth (GPU): a metric Depth Anything V2 checkpoint; the
+    intrinsics come from the user or depth.fov_deg."""
+
+    model: str = "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf"
+
+
+@dataclass
+class DepthProConfig(GpuBackendConfig):
+    """The "depth_pro" monocular depth (GPU): metric depth plus a focal-length estimate."""
+
+    model: str = "apple/DepthPro-hf"
+
+
+@dataclass
+class DepthConfig:
+    """Monocular depth for RGB-only input; RGB-D input keeps its sensor depth."""
+
+    backend: str = "none"  # none: RGB-only input is refused; see stages.depth.BACKENDS
+    fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
+    fov_deg: float = 0.0  # horizontal field of view when no camera info is given and the
+    # backend estimates no focal length; 0: camera info required
+    depth_anything: DepthAnythingConfig = field(default_factory=DepthAnythingConfig)
+    depth_pro: DepthProConfig = field(default_factory=DepthProConfig)
 
 
 @dataclass
@@ -171,6 +273,7 @@ class PipelineConfig:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     deocclusion: DeocclusionConfig = field(default_factory=DeocclusionConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -237,6 +340,55 @@ class PoseTrainConfig:
 
 
 # ---------------------------------------------------------------------------
+# De-occlusion data and fine-tuning
+# ---------------------------------------------------------------------------
+@dataclass
+class DeocclusionDataConfig:
+    """``scenemaker data deocclusion``: triplets from scenes built with the ``data`` section
+    (``synth/deocclusion_data.py``)."""
+
+    objects_per_scene: int = 3  # at most this many triplets per rendered scene
+    min_amodal_pixels: int = 1500  # smaller objects (whole mask) are skipped
+    hidden_fraction: tuple[float, float] = (0.1, 0.6)  # share of the whole mask hidden in the input
+    strategy_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # cutout, rectangle, brush
+    crop_margin: tuple[float, float] = (0.1, 0.3)  # square crop side = box side * (1 + 2 * margin)
+    generic_prompt_prob: float = 0.2  # share of prompts that say "object", not the family
+    prompt: str = DEOCCLUSION_PROMPT
+    scenes_per_chunk: int = 20  # scenes per resumable unit of work
+
+
+@dataclass
+class DeocclusionTrainConfig:
+    """``scenemaker train deocclusion``: a LoRA on FLUX.1 Kontext's attention projections. The
+    paper gives no hyper-parameters: these are ours, diffusers' Kontext LoRA script's where it
+    has one."""
+
+    model: str = "black-forest-labs/FLUX.1-Kontext-dev"  # hub id or local folder (--model)
+    rank: int = 16
+    alpha: float = 16.0  # LoRA scale = alpha / rank
+    target_modules: list[str] = field(default_factory=lambda: [
+        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"])
+    resolution: int = 512  # square training images, pixels (a multiple of 16)
+    steps: int = 2500  # optimizer steps (one pass over 10K triplets at 4 per step)
+    batch_size: int = 1
+    grad_accumulation: int = 4
+    lr: float = 1e-4
+    warmup_steps: int = 100  # linear warm-up, then constant
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    guidance_scale: float = 2.5  # the guidance input during training = the backend's default
+    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    gradient_checkpointing: bool = True
+    max_sequence_length: int = 512  # T5 prompt tokens
+    save_every: int = 500  # also write the LoRA every this many steps; 0: only at the end
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"  # of the frozen weights; the LoRA weights train in float32
+    offline: bool = True
+
+
+# ---------------------------------------------------------------------------
 # Export and scene-graph relations
 # ---------------------------------------------------------------------------
 @dataclass
@@ -265,6 +417,43 @@ class RelationsConfig:
     seed: int = 0
 
 
+# ---------------------------------------------------------------------------
+# ROS node (``scenemaker_ros/ros/``)
+# ---------------------------------------------------------------------------
+QosChoice = Literal["auto", "sensor_data", "reliable", "best_effort"]
+
+
+@dataclass
+class NodeConfig:
+    """The ROS node (README "ROS 2 node"); its parameters are ``node.*``, like every key here."""
+
+    mode: Literal["continuous", "on_demand"] = "continuous"  # on_demand: only on ~/generate
+    max_rate_hz: float = 2.0  # continuous mode: at most this many scenes per second; 0: no limit
+    sync_slop_s: float = 0.05  # image, depth and camera_info stamps may differ by this much
+    sync_queue_size: int = 10  # messages kept per input while waiting for their partners
+    # Input QoS per topic. auto: the sensor-data profile (keep last, volatile) with the
+    # publisher's reliability (reliable when it is, best effort otherwise), re-checked each second.
+    image_qos: QosChoice = "auto"
+    depth_qos: QosChoice = "auto"
+    camera_info_qos: QosChoice = "auto"
+    depth_scale: float = 0.001  # metres per unit of a 16UC1 depth image (millimetres)
+    rgb_only: bool = False  # no depth topic: pipeline.depth.backend estimates depth (at start)
+    publish_tf: bool = True  # one frame per object, child of the image's frame
+    world_frame: str = ""  # a z-up frame on /tf (REP 105: map, odom, base_link) that exports
+    # and relations take as the gravity frame; "": the support plane seen in the depth
+    tf_prefix: str = "scenemaker/object_"  # child frame = tf_prefix + object id
+    track_max_distance_m: float = 0.1  # a detection this close to a previous object keeps its id
+    objects_dir: str = ""  # known-object mode: a folder of meshes in metres (file name = label)
+    export_root: str = "~/.ros/scenemaker"  # ~/export and streaming write only under this folder
+    live_scene: bool = True  # rewrite export_root/live (scene.json, meshes) after each scene;
+    # SceneGraph mesh URIs point there (empty when off)
+    stream_formats: list[str] = field(default_factory=list)  # also refresh these (sdf, usd,
+    # urdf, glb) in export_root/live after each scene, atomically
+    publish_sdf: bool = False  # publish the scene as SDF text on ~/world_sdf (transient local)
+    diagnostics_period_s: float = 1.0
+    generate_timeout_s: float = 30.0  # ~/generate fails when no frame arrives within this
+
+
 @dataclass
 class SceneMakerConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -274,6 +463,9 @@ class SceneMakerConfig:
     train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     relations: RelationsConfig = field(default_factory=RelationsConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    deocclusion_data: DeocclusionDataConfig = field(default_factory=DeocclusionDataConfig)
+    deocclusion_train: DeocclusionTrainConfig = field(default_factory=DeocclusionTrainConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -350,6 +542,18 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
     if min(geo.max_scale_change, geo.known_max_score, geo.known_size_tolerance) < 0:
         raise SceneMakerError(f"{key}max_scale_change, known_max_score and known_size_tolerance "
                               "must be >= 0")
+    gs, key = cfg.segmentation.grounded_sam, "config: pipeline.segmentation.grounded_sam."
+    if not (0 <= gs.box_threshold <= 1 and 0 <= gs.text_threshold <= 1):
+        raise SceneMakerError(f"{key}box_threshold and text_threshold must be in [0, 1]")
+    if min(gs.max_objects, gs.min_pixels) < 1:
+        raise SceneMakerError(f"{key}max_objects and min_pixels must be >= 1")
+    i3d, key = cfg.geometry.image_to_3d, "config: pipeline.geometry.image_to_3d."
+    if i3d.steps < 1 or i3d.mesh_resolution < 8 or i3d.min_points < 3 or i3d.guidance_scale < 0:
+        raise SceneMakerError(f"{key}steps must be >= 1, mesh_resolution >= 8, min_points >= 3 "
+                              "and guidance_scale >= 0")
+    if not 0 <= cfg.depth.fov_deg < 180:
+        raise SceneMakerError("config: pipeline.depth.fov_deg must be in [0, 180) degrees "
+                              "(0: camera info required)")
 
 
 def validate_config(cfg: SceneMakerConfig) -> SceneMakerConfig:
@@ -373,7 +577,55 @@ def validate_config(cfg: SceneMakerConfig) -> SceneMakerConfig:
                               "relations.near_distance_m")
     if relations.samples_per_object < 1:
         raise SceneMakerError("config: relations.samples_per_object must be >= 1")
+    _validate_node(cfg.node)
+    _validate_deocclusion(cfg)
     return cfg
+
+
+def _validate_deocclusion(cfg: SceneMakerConfig) -> None:
+    """pipeline.deocclusion.flux_kontext, deocclusion_data, deocclusion_train."""
+    kontext, data, train = cfg.pipeline.deocclusion.flux_kontext, cfg.deocclusion_data, \
+        cfg.deocclusion_train
+    for key, resolution in (("pipeline.deocclusion.flux_kontext", kontext.resolution),
+                            ("deocclusion_train", train.resolution)):
+        if resolution < 16 or resolution % 16:
+            raise SceneMakerError(f"config: {key}.resolution must be a positive multiple of 16")
+    if min(kontext.steps, kontext.max_sequence_length) < 1 or kontext.crop_margin < 0 \
+            or not 0 <= kontext.background_threshold <= 255:
+        raise SceneMakerError("config: pipeline.deocclusion.flux_kontext: steps and "
+                              "max_sequence_length must be >= 1, crop_margin >= 0, "
+                              "background_threshold in 0..255")
+    low, high = data.hidden_fraction
+    if not 0 <= low < high < 1 or not 0 <= data.crop_margin[0] <= data.crop_margin[1]:
+        raise SceneMakerError("config: deocclusion_data.hidden_fraction must be increasing in "
+                              "[0, 1), crop_margin increasing and >= 0")
+    if min(data.strategy_weights) < 0 or sum(data.strategy_weights) <= 0:
+        raise SceneMakerError("config: deocclusion_data.strategy_weights must be >= 0, not all 0")
+    if min(data.objects_per_scene, data.scenes_per_chunk) < 1 \
+            or not 0 <= data.generic_prompt_prob <= 1:
+        raise SceneMakerError("config: deocclusion_data.objects_per_scene and scenes_per_chunk "
+                              "must be >= 1, generic_prompt_prob in [0, 1]")
+    if min(train.rank, train.steps, train.batch_size, train.grad_accumulation) < 1 \
+            or not train.lr > 0 or not train.target_modules:
+        raise SceneMakerError("config: deocclusion_train: rank, steps, batch_size and "
+                              "grad_accumulation must be >= 1, lr > 0, target_modules not empty")
+
+
+def _validate_node(node: NodeConfig) -> None:
+    if min(node.max_rate_hz, node.sync_slop_s, node.track_max_distance_m) < 0:
+        raise SceneMakerError("config: node.max_rate_hz, sync_slop_s and track_max_distance_m "
+                              "must be >= 0")
+    if node.sync_queue_size < 1 or not node.depth_scale > 0 or not node.diagnostics_period_s > 0 \
+            or not node.generate_timeout_s > 0:
+        raise SceneMakerError("config: node.sync_queue_size must be >= 1, depth_scale, "
+                              "diagnostics_period_s and generate_timeout_s > 0")
+    if (node.stream_formats or node.publish_sdf) and not node.live_scene:
+        raise SceneMakerError("config: node.stream_formats and node.publish_sdf need "
+                              "node.live_scene: true (they are made from the live scene folder)")
+    unknown = sorted(set(node.stream_formats) - {"sdf", "usd", "urdf", "glb"})
+    if unknown:
+        raise SceneMakerError(f"config: node.stream_formats: unknown format {unknown[0]!r} "
+                              "(sdf, usd, urdf, glb)")
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None
@@ -387,6 +639,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise SceneMakerError(f"{path}: config file not found") from None
         except yaml.YAMLError as err:
             raise SceneMakerError(f"{path}: invalid YAML ({err})") from None
+    data = _unwrap_ros_parameters(data, str(path))
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -394,6 +647,28 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             node = node.setdefault(name, {})
         node[leaf] = value
     return validate_config(config_from_dict(SceneMakerConfig, data))
+
+
+def _unwrap_ros_parameters(data: Any, source: str) -> Any:
+    """A ROS 2 parameters file (``<node>: {ros__parameters: {...}}``, the node name or ``/**``)
+    -> its parameters, dotted keys (``pose.steps: 4``) expanded; any other mapping as it is."""
+    if not isinstance(data, dict):
+        return data
+    blocks = [v["ros__parameters"] for v in data.values()
+              if isinstance(v, dict) and "ros__parameters" in v]
+    if not blocks:
+        return data
+    if len(blocks) > 1 or len(blocks) != len(data):
+        raise SceneMakerError(f"{source}: give one node's ros__parameters (e.g. '/**'), found "
+                              f"{sorted(data)}")
+    expanded: dict[str, Any] = {}
+    for key, value in (blocks[0] or {}).items():
+        *parents, leaf = str(key).split(".")
+        node = expanded
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return expanded
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

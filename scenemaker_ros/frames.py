@@ -212,28 +212,30 @@ class CameraInfo:
 
 
 def load_camera_info(path: str | Path) -> CameraInfo:
-    """Read a camera_calibration YAML or a CameraInfo-like JSON/YAML file (module docstring).
+    """Read a camera_calibration YAML or a CameraInfo-like JSON/YAML file (module docstring)."""
+    return camera_info_from_mapping(_read_mapping(Path(path)), str(path))
 
-    Non-zero distortion coefficients are logged as a warning: the images must be rectified, and
-    CameraInfo.intrinsics() then uses the projection matrix.
-    """
-    data = _read_mapping(Path(path))
+
+def camera_info_from_mapping(data: dict[str, Any], source: str) -> CameraInfo:
+    """A calibration from a parsed file or a ``sensor_msgs/CameraInfo``'s fields; ``source``
+    names it in errors. Non-zero distortion coefficients are logged as a warning: the images must
+    be rectified, and CameraInfo.intrinsics() then uses the projection matrix."""
     if "camera_matrix" in data:
-        info = _calibration_from_yaml(data, path)
+        info = _calibration_from_yaml(data, source)
     elif "k" in {key.lower() for key in data}:
-        info = _calibration_from_camera_info({k.lower(): v for k, v in data.items()}, path)
+        info = _calibration_from_camera_info({k.lower(): v for k, v in data.items()}, source)
     else:
-        raise SceneMakerError(f"{path}: not a camera info file (expected 'camera_matrix' as "
+        raise SceneMakerError(f"{source}: not a camera info file (expected 'camera_matrix' as "
                               "written by camera_calibration, or CameraInfo's 'k')")
     if info.width <= 0 or info.height <= 0:
-        raise SceneMakerError(f"{path}: image size must be positive, got {info.width}x"
+        raise SceneMakerError(f"{source}: image size must be positive, got {info.width}x"
                               f"{info.height}")
-    _check_intrinsics(info.K, str(path))
+    _check_intrinsics(info.K, source)
     if info.distorted:
         log.warning("%s: non-zero %s distortion coefficients %s; SceneMaker models no "
                     "distortion: pass rectified images (image_rect), it uses the projection "
-                    "matrix P", path, info.distortion_model, np.round(info.D, 6).tolist())
-        _check_intrinsics(info.P[:, :3], f"{path} (projection matrix)")
+                    "matrix P", source, info.distortion_model, np.round(info.D, 6).tolist())
+        _check_intrinsics(info.P[:, :3], f"{source} (projection matrix)")
     return info
 
 

@@ -16,9 +16,20 @@ def test_defaults_validate():
 
 
 def test_shipped_yaml_matches_defaults():
-    """config/scenemaker.yaml documents every key with its default value."""
+    """config/scenemaker.yaml, a ROS 2 parameters file, documents every key with its default."""
     shipped = yaml.safe_load((REPO / "config" / "scenemaker.yaml").read_text())
-    assert shipped == config_to_dict(load_config())
+    assert shipped == {"/**": {"ros__parameters": config_to_dict(load_config())}}
+
+
+def test_ros_parameters_files_are_read_with_dotted_keys(tmp_path):
+    path = tmp_path / "node.yaml"
+    path.write_text("scenemaker:\n  ros__parameters:\n    pose.steps: 4\n"
+                    "    node: {mode: on_demand}\n")
+    cfg = load_config(path)
+    assert cfg.pose.steps == 4 and cfg.node.mode == "on_demand"
+    path.write_text("a: {ros__parameters: {}}\nb: {ros__parameters: {}}\n")
+    with pytest.raises(SceneMakerError, match="one node's ros__parameters"):
+        load_config(path)
 
 
 def test_unknown_key_is_named(tmp_path):
