@@ -429,6 +429,8 @@ class NodeConfig:
 
     mode: Literal["continuous", "on_demand"] = "continuous"  # on_demand: only on ~/generate
     max_rate_hz: float = 2.0  # continuous mode: at most this many scenes per second; 0: no limit
+    fresh_frame_wait_s: float = 0.1  # continuous mode: a frame that waited while the pipeline
+    # was busy is replaced by the next one if that comes within this (lower latency); 0: take it
     sync_slop_s: float = 0.05  # image, depth and camera_info stamps may differ by this much
     sync_queue_size: int = 10  # messages kept per input while waiting for their partners
     # Input QoS per topic. auto: the sensor-data profile (keep last, volatile) with the
@@ -612,9 +614,10 @@ def _validate_deocclusion(cfg: SceneMakerConfig) -> None:
 
 
 def _validate_node(node: NodeConfig) -> None:
-    if min(node.max_rate_hz, node.sync_slop_s, node.track_max_distance_m) < 0:
-        raise SceneMakerError("config: node.max_rate_hz, sync_slop_s and track_max_distance_m "
-                              "must be >= 0")
+    if min(node.max_rate_hz, node.sync_slop_s, node.track_max_distance_m,
+           node.fresh_frame_wait_s) < 0:
+        raise SceneMakerError("config: node.max_rate_hz, sync_slop_s, track_max_distance_m and "
+                              "fresh_frame_wait_s must be >= 0")
     if node.sync_queue_size < 1 or not node.depth_scale > 0 or not node.diagnostics_period_s > 0 \
             or not node.generate_timeout_s > 0:
         raise SceneMakerError("config: node.sync_queue_size must be >= 1, depth_scale, "

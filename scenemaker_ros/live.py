@@ -1,10 +1,10 @@
 """A scene kept up to date frame after frame: what the ROS node serves, with no ROS in it.
 
-``LiveScene.update(frame)`` runs the pipeline, gives objects ids that stay stable while the scene
-does not change (``SceneTracker``), adds scene-graph relations and oriented boxes, and, when
-asked, rewrites the scene folder ``<export_root>/live`` and its simulator files after every scene
-(each file atomically; a simulator watching the folder never reads half a file). ``export``
-writes the current scene anywhere under the export root and nowhere else.
+``LiveScene.update(frame)`` runs the pipeline and gives objects oriented boxes and ids that stay
+stable while the scene does not change (``SceneTracker``); ``relate`` adds scene-graph
+relations; ``write_live`` rewrites the scene folder ``<export_root>/live`` and its simulator
+files (each file atomically; a simulator watching the folder never reads half a file).
+``export`` writes the current scene anywhere under the export root and nowhere else.
 """
 
 from __future__ import annotations
@@ -139,20 +139,23 @@ class LiveScene:
 
     def update(self, frame: RGBDFrame) -> SceneUpdate:
         """Run the pipeline on a frame (SceneMakerError for an invalid one) and update the
-        scene."""
+        scene's objects; ``relate`` adds the relations (the node publishes objects first)."""
         result = self.pipeline.run(frame)
         timer = result.timer
         with timer("tracking"):
             scene, meshes, removed = self._with_stable_ids(result)
             boxes = {obj.id: object_box(obj, meshes[obj.id][0]) for obj in scene.objects}
-        with timer("relations"):
+        self.current = SceneUpdate(scene, meshes, boxes, [], removed, timer, result.warnings)
+        return self.current
+
+    def relate(self, update: SceneUpdate) -> None:
+        """The scene-graph relations of an update, into ``update.relations`` and its scene."""
+        scene, meshes = update.scene, update.meshes
+        with update.timer("relations"):
             posed = [(transform_points(o.pose_matrix, meshes[o.id][0]), meshes[o.id][1])
                      for o in scene.objects]
-            relations = compute_relations(scene, posed, self.cfg.relations)
-            scene.relations = [r.to_dict() for r in relations]
-        self.current = SceneUpdate(scene, meshes, boxes, relations, removed, timer,
-                                   result.warnings)
-        return self.current
+            update.relations = compute_relations(scene, posed, self.cfg.relations)
+            scene.relations = [r.to_dict() for r in update.relations]
 
     def _with_stable_ids(self, result: PipelineResult) -> tuple[Scene, dict[int, Mesh], list[int]]:
         scene = result.scene

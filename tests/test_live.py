@@ -65,6 +65,8 @@ def live_run(tmp_path_factory):
     live = LiveScene.from_config(cfg)
     frame = load_frame(EXAMPLE / "rgb.png", EXAMPLE / "depth.png", EXAMPLE / "camera_info.yaml")
     first = live.update(frame)
+    assert first.relations == []  # relations come after the objects (the node publishes them)
+    live.relate(first)
     live.write_live(first)
     second = live.update(frame)
     return live, first, second, root

@@ -211,8 +211,12 @@ def test_outputs_match_the_ground_truth(running, sample):
     markers = [m for m in harness.markers[-1].markers if m.ns == "objects"]
     assert sorted(m.id for m in markers) == sorted(o.id for o in graph.objects)
     assert all(len(m.points) > 0 and len(m.points) % 3 == 0 for m in markers)
-    frames = {t.child_frame_id: t for msg in harness.tf for t in msg.transforms
-              if t.header.stamp == graph.header.stamp}
+    def frames():
+        return {t.child_frame_id: t for msg in harness.tf for t in msg.transforms
+                if t.header.stamp == graph.header.stamp}
+
+    assert harness.spin_until(lambda: len(frames()) >= len(graph.objects), 10.0)
+    frames = frames()
     for obj in graph.objects:
         t = frames[f"scenemaker/object_{obj.id}"].transform.translation
         assert (t.x, t.y, t.z) == pytest.approx(

@@ -8,6 +8,8 @@ label per object) and the objects' TF frames.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, TransformStamped, Vector3
@@ -38,6 +40,19 @@ _PALETTE = object_colors(10)
 
 def stamp_seconds(stamp: Time) -> float:
     return stamp.sec + 1e-9 * stamp.nanosec
+
+
+CDR_LE = b"\x00\x01"  # encapsulation header of serialized messages: plain CDR, little endian
+_CDR_STAMPS = {0: struct.Struct(">iI"), 1: struct.Struct("<iI")}  # by the header's byte order
+
+
+def cdr_stamp_ns(data: bytes, offset: int = 4) -> int:
+    """The builtin_interfaces/Time at ``offset`` of a serialized message (4: the header stamp
+    of a message that starts with a std_msgs/Header), in nanoseconds, without deserializing."""
+    if len(data) < offset + 8 or data[1] not in _CDR_STAMPS:
+        raise SceneMakerError(f"not a CDR-serialized message with a header ({len(data)} bytes)")
+    sec, nanosec = _CDR_STAMPS[data[1]].unpack_from(data, offset)
+    return sec * 10**9 + nanosec
 
 
 def _pixels(msg: Image, dtype: type, channels: int, what: str) -> np.ndarray:

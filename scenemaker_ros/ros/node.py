@@ -28,9 +28,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -39,6 +38,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.serialization import deserialize_message
 from scenemaker_msgs.msg import SceneGraph
 from scenemaker_msgs.srv import ExportScene
 from sensor_msgs.msg import CameraInfo as CameraInfoMsg
@@ -61,6 +61,10 @@ IMAGE = ("image", Image, "image_qos")
 DEPTH = ("depth", Image, "depth_qos")
 CAMERA_INFO = ("camera_info", CameraInfoMsg, "camera_info_qos")
 FAIL_LOG_PERIOD_S = 2.0
+# The executor thread wakes ~100 times a second under a 30 Hz RGB-D stream; with Python's default
+# 5 ms GIL switch interval the worker waits up to 5 ms each time it gives the GIL up inside
+# numpy/scipy calls (a "convoy"), which made frames many times slower (README "ROS 2 node").
+GIL_SWITCH_INTERVAL_S = 0.0005
 INPUT_SILENCE_S = 2.0  # an input this much quieter than the others is reported missing
 LATENCY_WINDOW = 50  # frames the diagnostics' latency percentiles are taken over
 
@@ -91,7 +95,8 @@ class SceneMakerNode(Node):
         self.counters = Counters()
         self.lock = threading.Lock()
         self.pending: list | None = None  # newest matched [image, depth, camera_info]
-        self.generate_requests: list[threading.Event] = []
+        self.pending_arrival = 0.0  # when it was matched (monotonic s)
+        self.generate_requests: list[tuple[threading.Event, float]] = []  # with deadlines
         self.new_cfg: SceneMakerConfig | None = None
         self.camera_cache: tuple[bytes, object] | None = None
         self.last_fail: tuple[str, float] = ("", 0.0)
@@ -103,28 +108,35 @@ class SceneMakerNode(Node):
         self.counters.received = {name: 0 for name, *_ in self.inputs}
         self.sync = ApproximateTimeSync(len(self.inputs), node.sync_slop_s, node.sync_queue_size)
         self.subscriptions_by_input: dict[str, tuple] = {}  # topic -> (subscription, reliability)
-        self.input_group = MutuallyExclusiveCallbackGroup()
         self._update_subscriptions()
-        self.create_timer(1.0, self._update_subscriptions, callback_group=self.input_group)
+        self.create_timer(1.0, self._update_subscriptions)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.transforms = TransformGraph()
         if node.world_frame:  # where the camera is in the world, for exports and relations
-            self.create_subscription(TFMessage, "/tf", self._on_tf, 100,
-                                     callback_group=self.input_group)
+            self.create_subscription(TFMessage, "/tf", self._on_tf, 100)
             self.create_subscription(TFMessage, "/tf_static", self._on_tf, QoSProfile(
                 depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                durability=DurabilityPolicy.TRANSIENT_LOCAL), callback_group=self.input_group)
+                durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
         self.graph_pub = self.create_publisher(SceneGraph, "~/scene_graph", latched)
         self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.sdf_pub = self.create_publisher(String, "~/world_sdf", latched)
-        services = ReentrantCallbackGroup()
-        self.create_service(Trigger, "~/generate", self._on_generate, callback_group=services)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
-        self.create_service(ExportScene, "~/export", self._on_export, callback_group=services)
+        # The services live on a helper node with its own executor thread: ~/generate waits
+        # for the worker, and the node's own executor stays single-threaded (see main).
+        self.services_node = rclpy.create_node(f"{self.get_name()}_services",
+                                               namespace=self.get_namespace(),
+                                               context=self.context, use_global_arguments=False)
+        private = self.get_fully_qualified_name()
+        self.services_node.create_service(Trigger, f"{private}/generate", self._on_generate)
+        self.services_node.create_service(Trigger, f"{private}/reset", self._on_reset)
+        self.services_node.create_service(ExportScene, f"{private}/export", self._on_export)
+        self.services_executor = SingleThreadedExecutor(context=self.context)
+        self.services_executor.add_node(self.services_node)
+        threading.Thread(target=self._spin_services, name="scenemaker-services",
+                         daemon=True).start()
         self.create_timer(node.diagnostics_period_s, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -209,9 +221,9 @@ class SceneMakerNode(Node):
                              durability=DurabilityPolicy.VOLATILE)
             events = SubscriptionEventCallbacks(
                 incompatible_qos=partial(self._on_incompatible_qos, topic))
-            subscription = self.create_subscription(
+            subscription = self.create_subscription(  # raw: deserialized by the worker
                 msg_type, name, partial(self._on_message, index, name), qos,
-                event_callbacks=events, callback_group=self.input_group)
+                event_callbacks=events, raw=True)
             self.subscriptions_by_input[topic] = (subscription, reliability)
             if current is not None or reliability == ReliabilityPolicy.RELIABLE:
                 self.get_logger().info(f"{topic}: subscribed {reliability.name.lower()}")
@@ -229,67 +241,103 @@ class SceneMakerNode(Node):
             self.transforms.add(t.header.frame_id, t.child_frame_id, transform_matrix(
                 [r.x, r.y, r.z], [q.x, q.y, q.z, q.w]))
 
-    def _on_message(self, index: int, name: str, msg) -> None:
-        """Never blocks: match stamps and keep the newest matched frame."""
+    def _on_message(self, index: int, name: str, data: bytes) -> None:
+        """Never blocks: match stamps (read from the serialized message) and keep the newest
+        matched frame. Messages stay serialized until the worker takes them: at 30 Hz most are
+        dropped, and deserializing 640x480 images here would take the worker's CPU."""
         self.counters.received[name] += 1
         self.counters.last_received[name] = time.monotonic()
-        matched = self.sync.add(index, convert.stamp_seconds(msg.header.stamp), msg)
+        try:
+            stamp = convert.cdr_stamp_ns(data) * 1e-9
+        except SceneMakerError as err:
+            self.counters.skipped += 1
+            self._fail(f"{self.resolve_topic_name(name)}: {err}", key="cdr")
+            return
+        matched = self.sync.add(index, stamp, data)
         if matched is None:
             return
         with self.lock:
             self.counters.matched += 1
             if self.pending is not None:
                 self.counters.dropped += 1
-            self.pending = matched
+            self.pending, self.pending_arrival = matched, time.monotonic()
         self.new_frame.set()
 
     # -- the worker ---------------------------------------------------------------------------
 
     def _work(self) -> None:
-        last_start = 0.0
+        last_start = last_end = 0.0
         while not self.stopping:
             self.new_frame.wait(0.1)
             self._apply_new_config()
+            with self.lock:  # ~/generate requests whose time is up
+                now = time.monotonic()
+                expired = [r for r in self.generate_requests if r[1] < now]
+                self.generate_requests = [r for r in self.generate_requests if r[1] >= now]
+            self._answer_generate(expired, False)
             node = self.cfg.node
             with self.lock:
                 wanted = node.mode == "continuous" or bool(self.generate_requests)
                 if self.pending is None or not wanted:
                     self.new_frame.clear()
                     continue
+                stale = self.pending_arrival < last_end and node.mode == "continuous"
             if node.mode == "continuous" and node.max_rate_hz > 0:
                 wait = last_start + 1.0 / node.max_rate_hz - time.monotonic()
                 if wait > 0:
                     time.sleep(min(wait, 0.1))
                     continue
+            if stale:  # it waited while the pipeline was busy: a fresher one is due soon
+                self._wait_for_fresh_frame(last_end, node.fresh_frame_wait_s)
             with self.lock:
                 matched, self.pending = self.pending, None
                 requests, self.generate_requests = self.generate_requests, []
                 self.new_frame.clear()
             last_start = time.monotonic()
-            self._process(matched)
-            for request in requests:
-                request.set()
+            processed = self._process(matched)
+            last_end = time.monotonic()
+            self._answer_generate(requests, processed)
 
-    def _process(self, matched: list) -> None:
-        """One matched [image, depth, camera_info] (or [image, camera_info] RGB only)."""
-        image = matched[0]
+    def _wait_for_fresh_frame(self, since: float, timeout: float) -> None:
+        """Up to ``timeout`` s for a frame that arrived after ``since``: latency is then the
+        pipeline's alone, not the pipeline's plus the time the frame sat waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            with self.lock:
+                if self.pending_arrival >= since:
+                    return
+            time.sleep(0.002)
+
+    def _process(self, matched: list[bytes]) -> bool:
+        """One matched serialized [image, depth, camera_info] (or [image, camera_info] with
+        node.rgb_only)."""
+        try:
+            messages = [deserialize_message(data, msg_type)
+                        for data, (_, msg_type, _) in zip(matched, self.inputs)]
+        except Exception as err:  # rclpy raises plain errors for corrupt data
+            self.counters.skipped += 1
+            self._fail(f"frame skipped: cannot deserialize it ({err})", key="deserialize")
+            return False
+        image = messages[0]
         header = Header(stamp=image.header.stamp, frame_id=image.header.frame_id)
         try:
-            frame = self._frame(image, matched[1] if len(matched) == 3 else None, matched[-1])
+            frame = self._frame(image, messages[1] if len(messages) == 3 else None,
+                                messages[-1])
             update = self.live.update(frame)
         except SceneMakerError as err:
             self.counters.skipped += 1
             self._fail(f"frame at {convert.stamp_seconds(header.stamp):.3f} s skipped: {err}",
                        key=str(err))
-            return
+            return False
         except Exception as err:  # a bug must not take the robot's perception down
             self.counters.failed += 1
             self._fail(f"pipeline error, frame skipped: {type(err).__name__}: {err}",
                        key=type(err).__name__)
             self.get_logger().debug(traceback.format_exc())
-            return
+            return False
         self._publish(update, header)
         self.counters.processed += 1
+        return True
 
     def _frame(self, image: Image, depth: Image | None, camera_info: CameraInfoMsg
                ) -> RGBDFrame:
@@ -323,12 +371,14 @@ class SceneMakerNode(Node):
 
     def _publish(self, update: SceneUpdate, header: Header) -> None:
         """Markers and TF first (what latency is measured to), then the graph and files."""
-        self.markers_pub.publish(convert.markers_msg(update, header))
-        if self.cfg.node.publish_tf and update.scene.objects:
-            self.tf_pub.publish(TFMessage(transforms=convert.transforms(
-                update, header, self.cfg.node.tf_prefix)))
+        with update.timer("markers_tf"):
+            self.markers_pub.publish(convert.markers_msg(update, header))
+            if self.cfg.node.publish_tf and update.scene.objects:
+                self.tf_pub.publish(TFMessage(transforms=convert.transforms(
+                    update, header, self.cfg.node.tf_prefix)))
         self.counters.latency.append(
             self.get_clock().now().nanoseconds * 1e-9 - convert.stamp_seconds(header.stamp))
+        self.live.relate(update)
         if self.cfg.node.live_scene:
             try:
                 self.live.write_live(update)
@@ -355,25 +405,31 @@ class SceneMakerNode(Node):
     # -- services -----------------------------------------------------------------------------
 
     def _on_generate(self, request, response):
-        done = threading.Event()
-        processed = self.counters.processed
-        with self.lock:
-            self.generate_requests.append(done)
-        self.new_frame.set()
+        """Blocks its own executor thread until the worker has processed the next frame."""
         timeout = self.cfg.node.generate_timeout_s
-        if not done.wait(timeout):
-            with self.lock:
-                if done in self.generate_requests:
-                    self.generate_requests.remove(done)
-            response.success = False
-            topics = ", ".join(self.resolve_topic_name(n) for n, *_ in self.inputs)
-            response.message = f"no synchronised frame on {topics} within {timeout:g} s"
-            return response
+        done = threading.Event()
+        with self.lock:
+            self.generate_requests.append((done, time.monotonic() + timeout))
+        self.new_frame.set()
+        done.wait(timeout + 1.0)
         current = self.live.current
-        response.success = self.counters.processed > processed and current is not None
-        response.message = (f"scene with {len(current.scene.objects)} objects"
-                            if response.success else f"frame skipped: {self.counters.last_error}")
+        if not done.processed:
+            topics = ", ".join(self.resolve_topic_name(n) for n, *_ in self.inputs)
+            response.success = False
+            response.message = f"no synchronised frame on {topics} within {timeout:g} s"
+        elif current is None:
+            response.success = False
+            response.message = f"frame skipped: {self.counters.last_error}"
+        else:
+            response.success = True
+            response.message = f"scene with {len(current.scene.objects)} objects"
         return response
+
+    @staticmethod
+    def _answer_generate(requests: list, processed: bool) -> None:
+        for done, _ in requests:
+            done.processed = processed
+            done.set()
 
     def _on_reset(self, request, response):
         header = Header(stamp=self.get_clock().now().to_msg(),
@@ -442,11 +498,20 @@ class SceneMakerNode(Node):
             return DiagnosticStatus.WARN, f"{new['skipped']} frames skipped: {c.last_error}"
         return DiagnosticStatus.OK, "running"
 
+    def _spin_services(self) -> None:
+        try:
+            self.services_executor.spin()
+        except ExternalShutdownException:
+            pass
+
     def destroy_node(self) -> None:
         self.stopping = True
         self.new_frame.set()
         if self.worker is not None:
             self.worker.join(timeout=5.0)
+        if hasattr(self, "services_node"):
+            self.services_executor.shutdown()
+            self.services_node.destroy_node()
         super().destroy_node()
 
 
@@ -454,6 +519,7 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``scenemaker_node`` (also what ``ros2 run scenemaker_ros scenemaker_node``
     starts): ``scenemaker_node --ros-args --params-file config/scenemaker.yaml``."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args if args is not None else sys.argv)
     try:
         node = SceneMakerNode()
@@ -461,7 +527,9 @@ def main(args: list[str] | None = None) -> int:
         print(f"scenemaker_node: error: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=3)
+    # One thread: rclpy's multi-threaded executor cost the worker a third of its speed in GIL
+    # contention under a 30 Hz stream (README "ROS 2 node"); nothing here blocks it.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

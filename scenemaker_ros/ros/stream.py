@@ -27,16 +27,11 @@ from visualization_msgs.msg import MarkerArray
 
 from scenemaker_ros.frames import CAMERA_FRAME, CameraInfo
 from scenemaker_ros.ros.bag import CAMERA_TOPICS, camera_messages
+from scenemaker_ros.ros.convert import CDR_LE, cdr_stamp_ns
 from scenemaker_ros.synth.noise import DepthNoise, apply_depth_noise
 from scenemaker_ros.synth.scenes import SceneSample
 
-CDR_LE = b"\x00\x01"  # encapsulation header: plain CDR, little endian
 STAMP = struct.Struct("<iI")  # builtin_interfaces/Time at the start of a Header-first message
-
-
-def _cdr_stamp_ns(data: bytes, offset: int) -> int:
-    sec, nanosec = STAMP.unpack_from(data, offset)
-    return sec * 10**9 + nanosec
 
 
 class SyntheticCamera(Node):
@@ -116,7 +111,7 @@ class NodeProbe(Node):
         if count == 0:
             self.empty_markers += 1
             return
-        self.markers.append((received, _cdr_stamp_ns(data, 8)))  # markers[0].header.stamp
+        self.markers.append((received, cdr_stamp_ns(data, 8)))  # markers[0].header.stamp
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
