@@ -274,7 +274,7 @@ class SceneMakerNode(Node):
                 now = time.monotonic()
                 expired = [r for r in self.generate_requests if r[1] < now]
                 self.generate_requests = [r for r in self.generate_requests if r[1] >= now]
-            self._answer_generate(expired, False)
+            self._answer_generate(expired, None)
             node = self.cfg.node
             with self.lock:
                 wanted = node.mode == "continuous" or bool(self.generate_requests)
@@ -296,7 +296,7 @@ class SceneMakerNode(Node):
             last_start = time.monotonic()
             processed = self._process(matched)
             last_end = time.monotonic()
-            self._answer_generate(requests, processed)
+            self._answer_generate(requests, "processed" if processed else "skipped")
 
     def _wait_for_fresh_frame(self, since: float, timeout: float) -> None:
         """Up to ``timeout`` s for a frame that arrived after ``since``: latency is then the
@@ -378,12 +378,14 @@ class SceneMakerNode(Node):
                     update, header, self.cfg.node.tf_prefix)))
         self.counters.latency.append(
             self.get_clock().now().nanoseconds * 1e-9 - convert.stamp_seconds(header.stamp))
-        self.live.relate(update)
-        if self.cfg.node.live_scene:
-            try:
+        try:
+            self.live.relate(update)
+            if self.cfg.node.live_scene:
                 self.live.write_live(update)
-            except SceneMakerError as err:
-                self._fail(f"live scene files not written: {err}")
+        except Exception as err:  # the objects are out; the graph goes out without these
+            self.counters.failed += 1
+            self._fail(f"relations or live files failed: {type(err).__name__}: {err}",
+                       key=f"after markers {type(err).__name__}")
         self.graph_pub.publish(convert.scene_graph_msg(update, header))
         if update.sdf is not None:
             self.sdf_pub.publish(String(data=update.sdf))
@@ -412,23 +414,22 @@ class SceneMakerNode(Node):
             self.generate_requests.append((done, time.monotonic() + timeout))
         self.new_frame.set()
         done.wait(timeout + 1.0)
-        current = self.live.current
-        if not done.processed:
+        outcome = getattr(done, "outcome", None)
+        response.success = outcome == "processed"
+        if outcome is None:
             topics = ", ".join(self.resolve_topic_name(n) for n, *_ in self.inputs)
-            response.success = False
             response.message = f"no synchronised frame on {topics} within {timeout:g} s"
-        elif current is None:
-            response.success = False
+        elif outcome == "skipped":
             response.message = f"frame skipped: {self.counters.last_error}"
         else:
-            response.success = True
-            response.message = f"scene with {len(current.scene.objects)} objects"
+            response.message = f"scene with {len(self.live.current.scene.objects)} objects"
         return response
 
     @staticmethod
-    def _answer_generate(requests: list, processed: bool) -> None:
+    def _answer_generate(requests: list, outcome: str | None) -> None:
+        """outcome: "processed", "skipped" (bad input or an error), None (no frame in time)."""
         for done, _ in requests:
-            done.processed = processed
+            done.outcome = outcome
             done.set()
 
     def _on_reset(self, request, response):
