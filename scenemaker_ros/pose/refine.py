@@ -153,7 +153,7 @@ def axis_scale_icp(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndar
     R, t, s0 = decompose_pose(T_cam_obj)
     s, tree_scale, tree = s0.copy(), None, None
     for _ in range(iterations):
-        if tree is None or np.abs(s / tree_scale - 1).max() > SCALE_REUSE:
+        if tree is None or np.any(np.abs(s - tree_scale) > SCALE_REUSE * np.abs(tree_scale)):
             tree_scale, tree = s.copy(), cKDTree(surface * s)
         dist, j = tree.query((observed - t) @ R, distance_upper_bound=reach)
         ok = np.isfinite(dist)
