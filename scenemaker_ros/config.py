@@ -307,7 +307,7 @@ class PoseConfig:
     refine_max_scale_change: float = 0.25  # refinement may change the size by at most this
     fit_points: int = 1000  # observed points per object that score and refine poses
     seed: int = 0  # noise seed: the same frame gives the same poses
-    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", "auto" (CUDA when available)
 
 
 @dataclass
@@ -644,11 +644,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise SceneMakerError(f"{path}: invalid YAML ({err})") from None
     data = _unwrap_ros_parameters(data, str(path))
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
+        _set_dotted(data, dotted, value)
     return validate_config(config_from_dict(SceneMakerConfig, data))
 
 
@@ -666,12 +662,16 @@ def _unwrap_ros_parameters(data: Any, source: str) -> Any:
                               f"{sorted(data)}")
     expanded: dict[str, Any] = {}
     for key, value in (blocks[0] or {}).items():
-        *parents, leaf = str(key).split(".")
-        node = expanded
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
+        _set_dotted(expanded, str(key), value)
     return expanded
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """data["a"]["b"] = value for dotted "a.b", creating the mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+        data = data.setdefault(name, {})
+    data[leaf] = value
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from scenemaker_ros.config import SceneMakerConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.export import export_scene, sdf_string
 from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import transform_points
+from scenemaker_ros.geometry import compose_pose, transform_points
 from scenemaker_ros.pipeline import PipelineResult, ScenePipeline
 from scenemaker_ros.relations import Relation, compute_relations
 from scenemaker_ros.scene import Scene, SceneObject, save_scene
@@ -94,10 +94,8 @@ class ObjectBox:
 def object_box(obj: SceneObject, vertices: np.ndarray) -> ObjectBox:
     """The box of the mesh's canonical vertices (V, 3), posed and scaled like ``obj``."""
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    pose = np.eye(4)
-    pose[:3, :3] = obj.rotation
-    pose[:3, 3] = transform_points(obj.pose_matrix, ((low + high) / 2)[None])[0]
-    return ObjectBox(pose, (high - low) * obj.scale)
+    center = transform_points(obj.pose_matrix, ((low + high) / 2)[None])[0]
+    return ObjectBox(compose_pose(obj.rotation, center, 1.0), (high - low) * obj.scale)
 
 
 @dataclass
@@ -143,8 +141,7 @@ class LiveScene:
         result = self.pipeline.run(frame)
         timer = result.timer
         with timer("tracking"):
-            scene, meshes, removed = self._with_stable_ids(result)
-            boxes = {obj.id: object_box(obj, meshes[obj.id][0]) for obj in scene.objects}
+            scene, meshes, boxes, removed = self._with_stable_ids(result)
         self.current = SceneUpdate(scene, meshes, boxes, [], removed, timer, result.warnings)
         return self.current
 
@@ -157,13 +154,16 @@ class LiveScene:
             update.relations = compute_relations(scene, posed, self.cfg.relations)
             scene.relations = [r.to_dict() for r in update.relations]
 
-    def _with_stable_ids(self, result: PipelineResult) -> tuple[Scene, dict[int, Mesh], list[int]]:
+    def _with_stable_ids(self, result: PipelineResult
+                         ) -> tuple[Scene, dict[int, Mesh], dict[int, ObjectBox], list[int]]:
+        """The result's scene, meshes and boxes under the tracker's ids; the vanished ids."""
         scene = result.scene
-        centers = np.array([object_box(o, result.meshes[o.id][0]).pose[:3, 3]
-                            for o in scene.objects]).reshape(-1, 3)
+        boxes = [object_box(o, result.meshes[o.id][0]) for o in scene.objects]
+        centers = np.array([box.pose[:3, 3] for box in boxes]).reshape(-1, 3)
         ids, removed = self.tracker.assign([o.label for o in scene.objects], centers)
         new_id = {obj.id: i for obj, i in zip(scene.objects, ids)}
         meshes = {new_id[o.id]: result.meshes[o.id] for o in scene.objects}
+        boxes_by_id = dict(zip(ids, boxes))
         for obj in scene.objects:
             obj.attributes["occluded_by"] = [new_id[i] for i in obj.attributes.get("occluded_by",
                                                                                    [])]
@@ -173,7 +173,7 @@ class LiveScene:
         if result.segmentation.plane is not None:
             plane = result.segmentation.plane
             scene.metadata["support_plane"] = [*plane.normal.tolist(), float(plane.offset)]
-        return scene, meshes, removed
+        return scene, meshes, boxes_by_id, removed
 
     def write_live(self, update: SceneUpdate) -> None:
         """Rewrite ``export_root/live`` (scene.json, meshes) and the ``node.stream_formats``

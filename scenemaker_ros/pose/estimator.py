@@ -174,10 +174,10 @@ class PoseEstimator(ObjectPoser):
     @classmethod
     def from_config(cls, cfg: PoseConfig) -> PoseEstimator:
         """Load ``cfg.checkpoint`` (the shipped checkpoint when empty) onto ``cfg.device``."""
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise SceneMakerError(f"pose.device is {cfg.device!r} but this machine has no CUDA "
-                                  f"device; set pose.device: cpu")
-        model, inputs, _ = load_checkpoint(cfg.checkpoint or SHIPPED_CHECKPOINT, cfg.device)
+        from scenemaker_ros.stages.hub import resolve_device  # stages import this module
+
+        device = resolve_device(cfg.device, "pose.device", "the pose model")
+        model, inputs, _ = load_checkpoint(cfg.checkpoint or SHIPPED_CHECKPOINT, str(device))
         return cls(model, inputs, cfg)
 
     def _estimate_group(self, group: list[int], obs: Observation, surfaces: dict,

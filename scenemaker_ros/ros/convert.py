@@ -23,6 +23,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.export.world import quaternion_wxyz
 from scenemaker_ros.frames import CameraInfo, camera_info_from_mapping
+from scenemaker_ros.geometry import compose_pose
 from scenemaker_ros.live import SceneUpdate
 from scenemaker_ros.relations import GROUND_ID
 from scenemaker_ros.viz import object_colors
@@ -43,7 +44,8 @@ def stamp_seconds(stamp: Time) -> float:
 
 
 CDR_LE = b"\x00\x01"  # encapsulation header of serialized messages: plain CDR, little endian
-_CDR_STAMPS = {0: struct.Struct(">iI"), 1: struct.Struct("<iI")}  # by the header's byte order
+CDR_STAMP_LE = struct.Struct("<iI")  # builtin_interfaces/Time in little-endian CDR
+_CDR_STAMPS = {0: struct.Struct(">iI"), 1: CDR_STAMP_LE}  # by the header's byte order
 
 
 def cdr_stamp_ns(data: bytes, offset: int = 4) -> int:
@@ -152,9 +154,7 @@ def _vector(v: np.ndarray) -> Vector3:
 
 
 def _rigid(obj) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = obj.rotation, obj.translation
-    return T
+    return compose_pose(obj.rotation, obj.translation, 1.0)
 
 
 def scene_graph_msg(update: SceneUpdate, header: Header) -> SceneGraph:

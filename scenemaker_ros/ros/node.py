@@ -56,6 +56,7 @@ from scenemaker_ros.ros import convert
 from scenemaker_ros.ros.params import config_from_parameters, descriptor, flat_defaults
 from scenemaker_ros.ros.sync import ApproximateTimeSync
 from scenemaker_ros.ros.transforms import TransformGraph, transform_matrix
+from scenemaker_ros.scene import CameraIntrinsics
 
 IMAGE = ("image", Image, "image_qos")
 DEPTH = ("depth", Image, "depth_qos")
@@ -98,7 +99,7 @@ class SceneMakerNode(Node):
         self.pending_arrival = 0.0  # when it was matched (monotonic s)
         self.generate_requests: list[tuple[threading.Event, float]] = []  # with deadlines
         self.new_cfg: SceneMakerConfig | None = None
-        self.camera_cache: tuple[bytes, object] | None = None
+        self.camera_cache: tuple[tuple, CameraIntrinsics] | None = None  # calibration, K
         self.last_fail: tuple[str, float] = ("", 0.0)
         self.reported: dict[str, int] = {}  # counters at the previous diagnostics
 
@@ -341,9 +342,11 @@ class SceneMakerNode(Node):
 
     def _frame(self, image: Image, depth: Image | None, camera_info: CameraInfoMsg
                ) -> RGBDFrame:
-        key = bytes(np.asarray(camera_info.k).tobytes()) + bytes(
-            str((camera_info.width, camera_info.height, list(camera_info.d), camera_info.roi,
-                 camera_info.binning_x, camera_info.binning_y, list(camera_info.p))), "utf8")
+        roi = camera_info.roi
+        key = (camera_info.width, camera_info.height, camera_info.distortion_model,
+               tuple(camera_info.k), tuple(camera_info.d), tuple(camera_info.r),
+               tuple(camera_info.p), camera_info.binning_x, camera_info.binning_y,
+               roi.x_offset, roi.y_offset, roi.width, roi.height)
         if self.camera_cache is None or self.camera_cache[0] != key:
             self.camera_cache = (key, convert.camera_info_from_msg(camera_info).intrinsics())
         frame_id = image.header.frame_id

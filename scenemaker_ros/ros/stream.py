@@ -27,11 +27,9 @@ from visualization_msgs.msg import MarkerArray
 
 from scenemaker_ros.frames import CAMERA_FRAME, CameraInfo
 from scenemaker_ros.ros.bag import CAMERA_TOPICS, camera_messages
-from scenemaker_ros.ros.convert import CDR_LE, cdr_stamp_ns
+from scenemaker_ros.ros.convert import CDR_LE, CDR_STAMP_LE, cdr_stamp_ns
 from scenemaker_ros.synth.noise import DepthNoise, apply_depth_noise
 from scenemaker_ros.synth.scenes import SceneSample
-
-STAMP = struct.Struct("<iI")  # builtin_interfaces/Time at the start of a Header-first message
 
 
 class SyntheticCamera(Node):
@@ -76,7 +74,7 @@ class SyntheticCamera(Node):
             stamp_ns = time.time_ns()
             frame = self.frames[len(self.published) % len(self.frames)]
             for publisher, data in zip(self.outputs, frame):
-                STAMP.pack_into(data, 4, stamp_ns // 10**9, stamp_ns % 10**9)
+                CDR_STAMP_LE.pack_into(data, 4, stamp_ns // 10**9, stamp_ns % 10**9)
                 publisher.publish(bytes(data))
             self.published.append(stamp_ns)
             next_tick += self.period

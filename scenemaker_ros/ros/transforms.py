@@ -13,13 +13,12 @@ from collections import deque
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from scenemaker_ros.geometry import compose_pose
+
 
 def transform_matrix(translation, quaternion_xyzw) -> np.ndarray:
     """(4, 4) from a translation (3,) and a unit quaternion (x, y, z, w)."""
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(quaternion_xyzw).as_matrix()
-    T[:3, 3] = translation
-    return T
+    return compose_pose(Rotation.from_quat(quaternion_xyzw).as_matrix(), translation, 1.0)
 
 
 class TransformGraph:
