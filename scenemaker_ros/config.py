@@ -216,6 +216,23 @@ class RetrievalConfig:
 
 
 @dataclass
+class CarvingConfig:
+    """The embedded "carving" object geometry (CPU, no weights): each object filled down from its
+    seen surface to its support, minus what the camera sees through; known meshes are matched as
+    by "retrieval" (its known_* settings)."""
+
+    resolution: int = 48  # voxels along an object's longest side
+    min_voxel_m: float = 0.002  # the voxel size is clamped to this range
+    max_voxel_m: float = 0.02
+    free_space_margin_m: float = 0.01  # a column stops where the camera sees this far past it
+    closing_iterations: int = 1  # morphological closing of the voxels (gaps between columns)
+    mesh_step: int = 2  # marching-cubes step in voxels (2: a quarter of the faces of 1)
+    stack_tolerance_m: float = 0.01  # an object stands on another whose top is this close below
+    min_points: int = 10  # objects with fewer valid depth points get no geometry
+    seed: int = 0  # point subsampling of the known-mesh fits
+
+
+@dataclass
 class ImageTo3DConfig(GpuBackendConfig):
     """The "image_to_3d" object geometry (GPU): a generator turns each de-occluded crop into a
     mesh in a canonical frame (centred, z up, longest side 1) that the pose model places."""
@@ -233,8 +250,9 @@ class ImageTo3DConfig(GpuBackendConfig):
 class GeometryConfig:
     """Object geometry: the backend's name and each backend's parameters."""
 
-    backend: str = "retrieval"  # see scenemaker_ros.stages.geometry.BACKENDS
+    backend: str = "carving"  # see scenemaker_ros.stages.geometry.BACKENDS
     fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
+    carving: CarvingConfig = field(default_factory=CarvingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     image_to_3d: ImageTo3DConfig = field(default_factory=ImageTo3DConfig)
 
@@ -544,6 +562,15 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
     if min(geo.max_scale_change, geo.known_max_score, geo.known_size_tolerance) < 0:
         raise SceneMakerError(f"{key}max_scale_change, known_max_score and known_size_tolerance "
                               "must be >= 0")
+    carve, key = cfg.geometry.carving, "config: pipeline.geometry.carving."
+    if (carve.resolution < 4 or carve.min_points < 3 or carve.closing_iterations < 0
+            or carve.mesh_step < 1):
+        raise SceneMakerError(f"{key}resolution must be >= 4, min_points >= 3, "
+                              "closing_iterations >= 0, mesh_step >= 1")
+    if not 0 < carve.min_voxel_m <= carve.max_voxel_m or min(carve.free_space_margin_m,
+                                                              carve.stack_tolerance_m) < 0:
+        raise SceneMakerError(f"{key}0 < min_voxel_m <= max_voxel_m, free_space_margin_m and "
+                              "stack_tolerance_m >= 0")
     gs, key = cfg.segmentation.grounded_sam, "config: pipeline.segmentation.grounded_sam."
     if not (0 <= gs.box_threshold <= 1 and 0 <= gs.text_threshold <= 1):
         raise SceneMakerError(f"{key}box_threshold and text_threshold must be in [0, 1]")

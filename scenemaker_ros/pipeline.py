@@ -31,6 +31,7 @@ from scenemaker_ros.stages import (
 )
 from scenemaker_ros.stages.depth import BACKENDS as DEPTH_BACKENDS
 from scenemaker_ros.stages.depth import DepthEstimator, build_depth_estimator, rgb_frame
+from scenemaker_ros.stages.geometry import KNOWN_SOURCE
 from scenemaker_ros.stages.segmentation import OBJECT_LABEL
 from scenemaker_ros.timing import StageTimer
 
@@ -99,12 +100,12 @@ class ScenePipeline:
         with timer("geometry"):
             points = [depth_to_points(frame.depth, K, mask) for mask in segmentation.masks]
             geometries = self.geometry.geometry(frame, points, segmentation.masks,
-                                                crops=deoccluded)
+                                                crops=deoccluded, plane=segmentation.plane)
         kept = [k for k, g in enumerate(geometries) if g is not None]
         for k in sorted(set(range(len(geometries))) - set(kept)):
             warnings.append(f"object {k}: too few depth points for a geometry, left out")
-        # 4. poses: the model for library shapes, refined together with the geometry's own fit;
-        #    metric known meshes keep their rigid fit (the model is not run for them)
+        # 4. poses: the model for canonical meshes (library, generated), refined together with
+        #    the geometry's own fit; metric meshes (known, carved) keep theirs (no model run)
         with timer("pose"):
             modelled = [k for k in kept if not geometries[k].metric]
             result = self.poser.estimate(
@@ -143,7 +144,7 @@ class ScenePipeline:
 
 def _label(geometry: ObjectGeometry, detected: str) -> str:
     """A known mesh's name, else the segmenter's class (open-vocabulary backends), else the
-    library shape's family."""
-    if geometry.metric or detected == OBJECT_LABEL:
+    geometry's own label (a library shape's family, "object")."""
+    if geometry.source.startswith(KNOWN_SOURCE) or detected == OBJECT_LABEL:
         return geometry.label
     return detected

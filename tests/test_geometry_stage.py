@@ -24,7 +24,8 @@ RETRIEVAL_SEEDS = (1000, 1001, 1002, 1003)
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config().pipeline.geometry
+    """The retrieval backend's config (the default backend, carving, has test_carving.py)."""
+    return load_config(overrides={"pipeline.geometry.backend": "retrieval"}).pipeline.geometry
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,10 @@ def test_visible_from_hides_the_far_side():
     assert seen[top].mean() > 0.95 and not seen[bottom].any()
 
 
-@pytest.mark.parametrize("key, value", [("views", 0), ("min_points", 2), ("known_max_score", -1.0)])
-def test_bad_retrieval_config_is_named(key, value):
-    with pytest.raises(SceneMakerError, match="pipeline.geometry.retrieval"):
-        load_config(overrides={f"pipeline.geometry.retrieval.{key}": value})
+@pytest.mark.parametrize("key, value", [
+    ("retrieval.views", 0), ("retrieval.min_points", 2), ("retrieval.known_max_score", -1.0),
+    ("carving.resolution", 2), ("carving.min_voxel_m", 0.0), ("carving.max_voxel_m", 0.001),
+    ("carving.free_space_margin_m", -0.1)])
+def test_bad_geometry_config_is_named(key, value):
+    with pytest.raises(SceneMakerError, match=f"pipeline.geometry.{key.split('.')[0]}"):
+        load_config(overrides={f"pipeline.geometry.{key}": value})

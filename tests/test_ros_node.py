@@ -331,7 +331,7 @@ def test_a_burst_drops_old_frames_instead_of_queueing_them(running, sample):
     assert new_processed + new_dropped == new_matched, counts
     assert 1 <= new_processed <= new_matched // 3, counts
     stamp = harness.graphs[-1].header.stamp
-    assert stamp.sec * 10**9 + stamp.nanosec == last_stamp_ns, "the last scene is not the newest frame"
+    assert stamp.sec * 10**9 + stamp.nanosec == last_stamp_ns, "the last scene is not the newest"
     assert node.alive()
 
 

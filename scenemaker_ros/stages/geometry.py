@@ -5,8 +5,8 @@ GeometryBackend protocol); ``BACKENDS`` maps config names to builders and
 ``build_geometry(cfg, known_objects_dir)`` picks one. The pose stage then places the mesh;
 ``ObjectGeometry.T_cam_obj`` is the geometry fit's own pose, a fallback or a seed for it.
 
-The embedded default, "retrieval" (CPU, numpy/scipy, no weights), works in the camera optical
-frame (REP 103, metres):
+The embedded "retrieval" backend (CPU, numpy/scipy, no weights; the default is "carving" in
+``carving.py``) works in the camera optical frame (REP 103, metres):
 
 1. Library: ``seeds_per_family`` shapes of every procedural family (``synth/shapes.py``), and in
    known-object mode the user's meshes (``load_known_objects``). Each is sampled once
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from scenemaker_ros.config import GeometryConfig, RetrievalConfig
+from scenemaker_ros.config import DepthClustersConfig, GeometryConfig, RetrievalConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.geometry import (
@@ -68,6 +68,7 @@ from scenemaker_ros.pose.refine import (
 )
 from scenemaker_ros.scene import load_mesh
 from scenemaker_ros.stages.backends import build_backend
+from scenemaker_ros.stages.segmentation import SupportPlane, fit_support_plane
 from scenemaker_ros.synth.shapes import FAMILIES, make_shape
 
 if TYPE_CHECKING:  # the renderer pulls in open3d, which the stage itself never needs
@@ -81,6 +82,7 @@ MILLIMETRE_HINT_M = 5.0  # a known mesh longer than this is probably in millimet
 HISTOGRAM_BINS = 8  # centroid-distance histogram over [0, 0.8] e1
 ZBUFFER_CELLS = 24  # per side of a view's orthographic z-buffer, over the normalised frame
 ZBUFFER_DEPTH = 0.03  # samples this far behind the nearest one in their cell are hidden
+KNOWN_SOURCE = "known:"  # ObjectGeometry.source of a user's mesh, before its file name
 
 
 # -----------------------------------------------------------------------------
@@ -92,10 +94,11 @@ class ObjectGeometry:
     """One object's mesh in its own frame and the fit that chose it.
 
     vertices (V, 3) float64, faces (F, 3) int64: the mesh as given (library shapes: canonical,
-    longest side 1; known objects: the user's file, metres). label: family or file stem. source:
-    "library:<family>:<seed>" or "known:<file name>". metric: True for known objects, whose size
-    must be kept. score: fit_score of the fit (m, lower is better). T_cam_obj (4, 4): the fit's
-    pose, mesh frame -> camera optical frame in metres, scale included.
+    longest side 1; known objects: the user's file, metres; carved: metres). label: family, file
+    stem or "object". source: "library:<family>:<seed>", "known:<file name>" or "carved".
+    metric: True for meshes in metres whose size and pose are kept (known, carved). score:
+    fit_score of the fit (m, lower is better; NaN for carved). T_cam_obj (4, 4): the fit's pose,
+    mesh frame -> camera optical frame in metres, scale included.
     """
 
     vertices: np.ndarray
@@ -109,11 +112,13 @@ class ObjectGeometry:
 
 class GeometryBackend(Protocol):
     def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
-                 crops: list[DeoccludedObject] | None = None) -> list[ObjectGeometry | None]:
+                 crops: list[DeoccludedObject] | None = None,
+                 plane: SupportPlane | None = None) -> list[ObjectGeometry | None]:
         """Per object k, in order: its geometry, or None when it cannot have one (too few
         points). points[k] (N_k, 3) float64 observed camera-frame points (metres); masks
         (K, H, W) bool visible masks and crops[k] the de-occluded crops, for backends that read
-        the image (retrieval reads neither; image_to_3d needs crops)."""
+        the image (retrieval reads neither; image_to_3d needs crops); plane: the segmentation's
+        support plane (carving stands objects on it)."""
         ...
 
 
@@ -364,17 +369,38 @@ def size_agrees(fit: Fit, observed: np.ndarray, tolerance: float) -> bool:
 # the "retrieval" backend
 
 
+class KnownMatcher:
+    """Known-object mode (module docstring, step 5): which of the user's meshes an object is."""
+
+    def __init__(self, cfg: RetrievalConfig, known: list[KnownObject]):
+        self.cfg = cfg
+        self.candidates = [make_candidate(k.vertices, k.faces, k.label, KNOWN_SOURCE + k.path.name,
+                                          True, cfg) for k in known]
+
+    def match(self, points: np.ndarray, view: DepthView, rng: np.random.Generator
+              ) -> ObjectGeometry | None:
+        """The known mesh fitted rigidly onto observed points (N, 3), camera frame, metres, or
+        None when none is accepted."""
+        cfg = self.cfg
+        observed = thin_points(points, cfg.object_points, rng)
+        fit = fit_candidates(observed, self.candidates, view, cfg, cfg.known_effort)
+        if (fit is not None and fit.score < cfg.known_max_score * fit.candidate.size
+                and size_agrees(fit, observed, cfg.known_size_tolerance)):
+            return fit.geometry()
+        return None
+
+
 class RetrievalGeometry:
     """Shape-library retrieval, known meshes first when given (module docstring)."""
 
     def __init__(self, cfg: RetrievalConfig, known: list[KnownObject] | None = None):
         self.cfg = cfg
         self.library = shape_library(cfg)
-        self.known = [make_candidate(k.vertices, k.faces, k.label, f"known:{k.path.name}", True,
-                                     cfg) for k in known or []]
+        self.known = KnownMatcher(cfg, known) if known else None
 
     def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
-                 crops: list[DeoccludedObject] | None = None) -> list[ObjectGeometry | None]:
+                 crops: list[DeoccludedObject] | None = None,
+                 plane: SupportPlane | None = None) -> list[ObjectGeometry | None]:
         view = DepthView(frame.depth, frame.camera.K)
         rng = np.random.default_rng(self.cfg.seed)
         return [self.object_geometry(p, view, rng) for p in points]
@@ -382,15 +408,13 @@ class RetrievalGeometry:
     def object_geometry(self, points: np.ndarray, view: DepthView, rng: np.random.Generator
                         ) -> ObjectGeometry | None:
         """One object's geometry from its observed points (N, 3), camera frame, metres."""
-        cfg = self.cfg
-        if len(points) < cfg.min_points:
+        if len(points) < self.cfg.min_points:
             return None
-        observed = thin_points(points, cfg.object_points, rng)
-        known = fit_candidates(observed, self.known, view, cfg, cfg.known_effort)
-        if (known is not None and known.score < cfg.known_max_score * known.candidate.size
-                and size_agrees(known, observed, cfg.known_size_tolerance)):
-            return known.geometry()
-        return fit_candidates(observed, self.library, view, cfg).geometry()
+        known = None if self.known is None else self.known.match(points, view, rng)
+        if known is not None:
+            return known
+        observed = thin_points(points, self.cfg.object_points, rng)
+        return fit_candidates(observed, self.library, view, self.cfg).geometry()
 
 
 # -----------------------------------------------------------------------------
@@ -437,15 +461,18 @@ class GeometryScore:
 def evaluate_geometry(backend: GeometryBackend, sample: SceneSample, min_pixels: int = 100
                       ) -> list[GeometryScore]:
     """Run backend on a synthetic scene's clean depth with its ground-truth visible masks
-    (``instance == k + 1``) and score every object seen by at least min_pixels pixels."""
+    (``instance == k + 1``) and the support plane fitted to the depth, and score every object
+    seen by at least min_pixels pixels."""
     frame = RGBDFrame(sample.rgb, sample.depth, sample.scene.camera)
+    plane = fit_support_plane(frame.depth, frame.camera.K, DepthClustersConfig(),
+                              np.random.default_rng(0))
     keep = [k for k in range(len(sample.scene.objects))
             if (sample.instance == k + 1).sum() >= min_pixels]
     masks = sample.instance[None] == np.array(keep, np.int64).reshape(-1, 1, 1) + 1
     points = [depth_to_points(frame.depth, frame.camera.K, m) for m in masks]
     scores = []
-    for k, mask, p, pred in zip(keep, masks, points, backend.geometry(frame, points, masks),
-                                strict=True):
+    for k, mask, p, pred in zip(keep, masks, points,
+                                backend.geometry(frame, points, masks, plane=plane), strict=True):
         obj = sample.scene.objects[k]
         vertices, faces = sample.meshes[k]
         chamfer = np.nan if pred is None else posed_chamfer(pred, vertices, faces,
@@ -470,7 +497,14 @@ def _build_image_to_3d(cfg: GeometryConfig, known: list[KnownObject] | None) -> 
     return build_image_to_3d(cfg, known)
 
 
+def _build_carving(cfg: GeometryConfig, known: list[KnownObject] | None) -> GeometryBackend:
+    from scenemaker_ros.stages.carving import build_carving  # scikit-image
+
+    return build_carving(cfg, known)
+
+
 BACKENDS: dict[str, Callable[[GeometryConfig, list[KnownObject] | None], GeometryBackend]] = {
+    "carving": _build_carving,
     "retrieval": _build_retrieval,
     "image_to_3d": _build_image_to_3d,
 }

@@ -47,6 +47,7 @@ from scenemaker_ros.pose.estimator import canonical_frame
 from scenemaker_ros.stages.deocclusion import DeoccludedObject
 from scenemaker_ros.stages.geometry import KnownObject, ObjectGeometry, describe
 from scenemaker_ros.stages.hub import Runtime, require
+from scenemaker_ros.stages.segmentation import SupportPlane
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class ImageTo3DGeometry:
         self.adapter, self.name, self.cfg = adapter, name, cfg
 
     def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
-                 crops: list[DeoccludedObject] | None = None) -> list[ObjectGeometry | None]:
+                 crops: list[DeoccludedObject] | None = None,
+                 plane: SupportPlane | None = None) -> list[ObjectGeometry | None]:
         if crops is None or len(crops) != len(points):
             raise SceneMakerError("image_to_3d geometry needs each object's de-occluded crop "
                                   "(ScenePipeline.run passes them)")
@@ -161,6 +163,6 @@ def build_image_to_3d(cfg: GeometryConfig, known: list[KnownObject] | None = Non
                               f"{i3d.adapter!r}")
     if known:
         log.warning("image_to_3d geometry ignores the %d known meshes (--objects); the "
-                    "'retrieval' backend uses them", len(known))
+                    "'carving' and 'retrieval' backends use them", len(known))
     runtime = Runtime.from_config(i3d, KEY, f"image_to_3d '{i3d.adapter}'")
     return ImageTo3DGeometry(ADAPTERS[i3d.adapter](i3d, runtime), i3d.adapter, i3d)

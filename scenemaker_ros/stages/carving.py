@@ -1,0 +1,201 @@
+"""The "carving" object geometry: each object's mesh completed from its own depth (CPU, no weights).
+
+One view shows an object's top and the faces turned to the camera. What stands under the seen
+surface is hidden by that surface itself, so the object is taken to fill it (single-view space
+carving on a support):
+
+1. Columns: from every observed point (voxel-thinned) straight down, against the support
+   plane's normal, to its floor: the plane, or the top of the object it stands on (stacking:
+   another object whose seen points all lie below this one's lowest, and whose footprint holds
+   this one's centre). Samples every half voxel.
+2. Free space: a column stops at its first sample that the camera sees through (the observed
+   depth at its pixel lies more than ``free_space_margin_m`` behind it), so an overhang or a gap
+   stays open.
+3. Volume: the samples mark voxels (``resolution`` along the object's longest side, clamped to
+   ``min_voxel_m`` .. ``max_voxel_m``), closed by ``closing_iterations`` dilations + erosions and
+   filled, then meshed by marching cubes (scikit-image) every ``mesh_step`` voxels: a closed,
+   non-convex mesh in metres (step 2: a quarter of the faces, same accuracy).
+4. Frame (REP 103): z up along the plane normal, x along the footprint's long axis, origin at the
+   footprint's centre on its floor. A simulator spawns it standing where it was seen.
+
+Without a support plane (none found, or an RGB-only frame with no floor in view), columns go
+along the viewing rays instead, as deep as the object is wide, and the frame's z is the camera's
+up (-y).
+
+Known-object mode works as in "retrieval" (its ``known_*`` settings): the user's meshes are fitted
+first and an object none of them explains is carved. The mesh is metric and already posed, so the
+pipeline keeps its pose (the pose model places canonical meshes: "retrieval", "image_to_3d").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import Delaunay, QhullError
+
+from scenemaker_ros.config import CarvingConfig, GeometryConfig
+from scenemaker_ros.errors import SceneMakerError
+from scenemaker_ros.frames import RGBDFrame
+from scenemaker_ros.geometry import compose_pose, project_points, transform_points
+from scenemaker_ros.pose.refine import DepthView
+from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry
+
+if TYPE_CHECKING:
+    from scenemaker_ros.stages.deocclusion import DeoccludedObject
+    from scenemaker_ros.stages.segmentation import SupportPlane
+
+LABEL = "object"  # carved meshes carry no class name
+SMOOTHING_VOXELS = 0.5  # Gaussian sigma of the occupancy before marching cubes
+SOURCE = "carved"
+
+
+class CarvedGeometry:
+    """Known meshes first (when given), else the carved volume (module docstring)."""
+
+    def __init__(self, cfg: CarvingConfig, known: KnownMatcher | None = None):
+        try:
+            from skimage.measure import marching_cubes
+        except ImportError as e:  # a declared dependency; say which one when it is missing
+            raise SceneMakerError("geometry backend 'carving' needs scikit-image "
+                                  "(pip install scikit-image)") from e
+        self.cfg, self.known, self.marching_cubes = cfg, known, marching_cubes
+
+    def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
+                 crops: list[DeoccludedObject] | None = None,
+                 plane: SupportPlane | None = None) -> list[ObjectGeometry | None]:
+        view = DepthView(frame.depth, np.asarray(frame.camera.K, np.float64))
+        rng = np.random.default_rng(self.cfg.seed)
+        floors = support_floors(points, plane, self.cfg)
+        result = []
+        for p, floor in zip(points, floors, strict=True):
+            if len(p) < self.cfg.min_points:
+                result.append(None)
+                continue
+            known = None if self.known is None else self.known.match(p, view, rng)
+            result.append(known or self.carve(p, view, plane, floor))
+        return result
+
+    def carve(self, points: np.ndarray, view: DepthView, plane: SupportPlane | None,
+              floor: float) -> ObjectGeometry:
+        """One object's carved mesh from its observed points (N, 3), camera frame, metres;
+        floor: its support's height above the plane (m)."""
+        cfg = self.cfg
+        voxel = float(np.clip(np.ptp(points, axis=0).max() / cfg.resolution, cfg.min_voxel_m,
+                              cfg.max_voxel_m))
+        seeds = points[np.unique(np.floor(points / voxel).astype(np.int64), axis=0,
+                                 return_index=True)[1]]  # one observed point per voxel
+        if plane is None:
+            up = np.array([0.0, -1.0, 0.0])
+            filled = ray_columns(seeds, view, voxel, cfg.free_space_margin_m)
+        else:
+            up = plane.normal
+            filled = plane_columns(seeds, view, plane, floor, voxel, cfg.free_space_margin_m)
+        vertices, faces = self.mesh(filled, voxel)
+        T_cam_obj = standing_frame(vertices, up)
+        return ObjectGeometry(transform_points(np.linalg.inv(T_cam_obj), vertices), faces, LABEL,
+                              SOURCE, True, float("nan"), T_cam_obj)
+
+    def mesh(self, points: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+        """Marching-cubes surface (V, 3), (F, 3) of the closed, filled voxels holding points."""
+        pad = self.cfg.closing_iterations + 1
+        origin = points.min(axis=0)
+        cells = np.floor((points - origin) / voxel).astype(np.int64) + pad
+        grid = np.zeros(cells.max(axis=0) + pad + 1, bool)
+        grid[tuple(cells.T)] = True
+        if self.cfg.closing_iterations:
+            grid |= ndimage.binary_closing(grid, iterations=self.cfg.closing_iterations)
+        grid = ndimage.binary_fill_holes(grid)
+        # a slight blur keeps voxels that touch along an edge only from making non-manifold
+        # edges; a lone voxel (an object under 2 voxels) peaks below 0.5, hence the level
+        occupancy = ndimage.gaussian_filter(grid.astype(np.float32), SMOOTHING_VOXELS)
+        level = min(0.5, 0.5 * float(occupancy.max()))
+        vertices, faces, _, _ = self.marching_cubes(occupancy, level, step_size=self.cfg.mesh_step)
+        return (vertices - pad + 0.5) * voxel + origin, faces.astype(np.int64)
+
+
+def plane_columns(seeds: np.ndarray, view: DepthView, plane: SupportPlane, floor: float,
+                  step: float, margin: float) -> np.ndarray:
+    """seeds (N, 3) and their columns down to ``floor`` m above plane, every step / 2 (module
+    docstring, steps 1-2); returns (M, 3) camera-frame points."""
+    height = plane.height(seeds) - floor  # (N,)
+    length = np.maximum(height, 0.0)
+    reach = np.arange(1, int(np.ceil(length.max() / (step / 2))) + 1) * (step / 2)  # (T,)
+    down = np.minimum(reach[None, :], length[:, None])  # (N, T)
+    samples = seeds[:, None, :] - down[..., None] * plane.normal  # (N, T, 3)
+    return np.concatenate([seeds, samples[unseen_prefix(samples, view, margin)]])
+
+
+def ray_columns(seeds: np.ndarray, view: DepthView, step: float, margin: float) -> np.ndarray:
+    """seeds (N, 3) and their continuations along the viewing rays, as deep as the seeds' second
+    principal extent, every step / 2; returns (M, 3) camera-frame points."""
+    centred = seeds - seeds.mean(axis=0)
+    extents = np.sort(np.ptp(centred @ np.linalg.svd(centred, full_matrices=False)[2].T,
+                             axis=0))[::-1]
+    depth = extents[1] if len(extents) > 1 else extents[0]
+    reach = np.arange(1, int(np.ceil(depth / (step / 2))) + 1) * (step / 2)  # (T,)
+    rays = seeds / np.linalg.norm(seeds, axis=1, keepdims=True)
+    samples = seeds[:, None, :] + reach[None, :, None] * rays[:, None, :]  # (N, T, 3)
+    return np.concatenate([seeds, samples[unseen_prefix(samples, view, margin)]])
+
+
+def unseen_prefix(samples: np.ndarray, view: DepthView, margin: float) -> np.ndarray:
+    """(N, T) bool: each column's samples (N, T, 3) before the first one the camera sees through
+    (observed depth, 3x3 nearest, more than margin behind it); off-image samples are unseen."""
+    n, t, _ = samples.shape
+    uv = project_points(view.K, samples.reshape(-1, 3))
+    H, W = view.depth.shape
+    u = np.round(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
+    v = np.round(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
+    on_image = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    observed = np.full(n * t, np.inf)
+    observed[on_image] = view.nearest[v[on_image], u[on_image]]
+    seen_through = (np.isfinite(observed) & (observed > samples.reshape(-1, 3)[:, 2] + margin))
+    return np.cumsum(seen_through.reshape(n, t), axis=1) == 0
+
+
+def support_floors(points: list[np.ndarray], plane: SupportPlane | None, cfg: CarvingConfig
+                   ) -> list[float]:
+    """Each object's floor height (m above the plane): the top (98th percentile height) of the
+    highest other object that it stands on (module docstring, step 1), else 0."""
+    floors = [0.0] * len(points)
+    if plane is None:
+        return floors
+    usable = [k for k, p in enumerate(points) if len(p) >= max(cfg.min_points, 4)]
+    basis = np.linalg.svd(np.eye(3) - np.outer(plane.normal, plane.normal))[0][:, :2]  # (3, 2)
+    heights = {k: plane.height(points[k]) for k in usable}
+    footprints = {}
+    for k in usable:
+        try:
+            footprints[k] = Delaunay(points[k] @ basis)
+        except QhullError:  # a degenerate (collinear) footprint holds nothing
+            continue
+    for a in usable:
+        bottom, centre = np.percentile(heights[a], 2), points[a].mean(axis=0) @ basis
+        for b, footprint in footprints.items():
+            top = float(np.percentile(heights[b], 98))
+            if (b != a and bottom >= top - cfg.stack_tolerance_m
+                    and footprint.find_simplex(centre) >= 0):
+                floors[a] = max(floors[a], top)
+    return floors
+
+
+def standing_frame(vertices: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """T_cam_obj (4, 4) of the module docstring's step 4 for a mesh's vertices (V, 3)."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 0.0, 1.0])
+    a = np.cross(up, helper)
+    a /= np.linalg.norm(a)
+    flat = np.stack([a, np.cross(up, a)], axis=1)  # (3, 2) horizontal axes
+    ground = vertices @ flat  # (V, 2)
+    _, _, vt = np.linalg.svd(ground - ground.mean(axis=0), full_matrices=False)
+    x = flat @ vt[0]
+    R = np.stack([x, np.cross(up, x), up], axis=1)
+    local = vertices @ R
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    origin = R @ np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    return compose_pose(R, origin, 1.0)
+
+
+def build_carving(cfg: GeometryConfig, known: list[KnownObject] | None) -> CarvedGeometry:
+    return CarvedGeometry(cfg.carving, KnownMatcher(cfg.retrieval, known) if known else None)
