@@ -106,16 +106,17 @@ class ScenePipeline:
             warnings.append(f"object {k}: too few depth points for a geometry, left out")
         # 4. poses: the model for canonical meshes (library, generated), refined together with
         #    the geometry's own fit; metric meshes (known, carved) keep theirs (no model run)
-        with timer("pose"):
-            modelled = [k for k in kept if not geometries[k].metric]
-            result = self.poser.estimate(
-                frame.rgb, frame.depth, K, segmentation.masks[modelled],
-                [(geometries[k].vertices, geometries[k].faces) for k in modelled],
-                starts=[geometries[k].T_cam_obj for k in modelled])
-        for stage, values in result.timer.durations.items():
-            timer.durations[f"pose.{stage}"].extend(values)
-        posed = {k: (result.poses[i], result.scores[i], result.skipped.get(i, "no pose"))
-                 for i, k in enumerate(modelled)}
+        modelled, posed = [k for k in kept if not geometries[k].metric], {}
+        if modelled:
+            with timer("pose"):
+                result = self.poser.estimate(
+                    frame.rgb, frame.depth, K, segmentation.masks[modelled],
+                    [(geometries[k].vertices, geometries[k].faces) for k in modelled],
+                    starts=[geometries[k].T_cam_obj for k in modelled])
+            for stage, values in result.timer.durations.items():
+                timer.durations[f"pose.{stage}"].extend(values)
+            posed = {k: (result.poses[i], result.scores[i], result.skipped.get(i, "no pose"))
+                     for i, k in enumerate(modelled)}
         # 5. the scene
         objects, scene_meshes, object_of = [], {}, {}
         for k in kept:
