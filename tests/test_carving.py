@@ -3,15 +3,14 @@ import pytest
 import trimesh
 
 from scenemaker_ros.config import CarvingConfig, load_config
-from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import depth_to_points, transform_points
+from scenemaker_ros.geometry import transform_points
 from scenemaker_ros.pose.refine import DepthView
 from scenemaker_ros.stages.carving import support_floors, unseen_prefix
 from scenemaker_ros.stages.geometry import build_geometry, evaluate_geometry, posed_chamfer
 from scenemaker_ros.stages.segmentation import SupportPlane, fit_support_plane
 from scenemaker_ros.synth.scenes import generate_scene
 from scenemaker_ros.synth.shapes import make_shape
-from tests.helpers import small_data_config
+from tests.test_geometry_stage import _data_config, _frame_and_points
 
 SEEDS = (1000, 1001, 1002, 1003)  # the scenes test_geometry_stage.py rates retrieval on
 
@@ -26,18 +25,8 @@ def carving(geometry_cfg):
     return build_geometry(geometry_cfg)
 
 
-def _data_config(**scene):
-    data = small_data_config()
-    data.render_alone = False
-    for key, value in scene.items():
-        setattr(data.scene, key, value)
-    return data
-
-
 def _frame_points_plane(sample):
-    frame = RGBDFrame(sample.rgb, sample.depth, sample.scene.camera)
-    masks = sample.instance[None] == np.arange(1, len(sample.scene.objects) + 1)[:, None, None]
-    points = [depth_to_points(frame.depth, frame.camera.K, m) for m in masks]
+    frame, masks, points = _frame_and_points(sample)
     plane = fit_support_plane(frame.depth, frame.camera.K, load_config().pipeline.segmentation
                               .depth_clusters, np.random.default_rng(0))
     return frame, masks, points, plane
