@@ -93,7 +93,7 @@ class MetricsConfig:
 class DepthClustersConfig:
     """The embedded "depth_clusters" segmentation (CPU, no weights); lengths at 640 x 480."""
 
-    min_pixels: int = 150  # smaller clusters are dropped
+    min_pixels: int = 60  # smaller clusters are dropped
     max_hole_pixels: int = 400  # enclosed holes up to this size join the object around them
     plane_iterations: int = 256  # RANSAC hypotheses for the support plane
     plane_samples: int = 3000  # valid depth points RANSAC scores each hypothesis on
@@ -210,7 +210,7 @@ class RetrievalConfig:
     max_scale_change: float = 0.5  # ICP may change a library shape's size by this fraction
     min_points: int = 10  # objects with fewer valid depth points get no geometry
     known_max_score: float = 0.025  # a known mesh is accepted below this fit score / its size
-    known_effort: int = 3  # known meshes: this many times the views and refined starts
+    known_effort: int = 2  # known meshes: this many times the views and refined starts
     known_size_tolerance: float = 0.15  # observed extent may exceed the known mesh's by this
     seed: int = 0  # point subsampling: the same frame gives the same geometry
 

@@ -86,12 +86,12 @@ def test_plane_and_boxes_found_exactly():
 
 def test_small_objects_dropped_and_holes_filled():
     frame = table([(slice(20, 60), slice(20, 70), 0.05, RED),
-                   (slice(80, 88), slice(100, 110), 0.05, BLUE)])  # 80 px < min_pixels
+                   (slice(80, 86), slice(100, 108), 0.05, BLUE)])  # 48 px < min_pixels
     frame.depth[35:40, 40:45] = 0.0  # a sensor hole inside the red object
     out = segment(frame)
     assert len(out) == 1
     np.testing.assert_array_equal(out.masks[0], box_mask(slice(20, 60), slice(20, 70)))
-    assert len(segment(frame, min_pixels=50)) == 2
+    assert len(segment(frame, min_pixels=40)) == 2
     assert segment(frame, max_hole_pixels=10).masks[0].sum() == 40 * 50 - 25
 
 
