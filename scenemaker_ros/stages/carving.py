@@ -111,8 +111,11 @@ class CarvedGeometry:
         # edges; a lone voxel (an object under 2 voxels) peaks below 0.5, hence the level
         occupancy = ndimage.gaussian_filter(grid.astype(np.float32), SMOOTHING_VOXELS)
         level = min(0.5, 0.5 * float(occupancy.max()))
-        vertices, faces, _, _ = self.marching_cubes(occupancy, level, step_size=self.cfg.mesh_step)
-        return (vertices - pad + 0.5) * voxel + origin, faces.astype(np.int64)
+        vertices, faces, normals, _ = self.marching_cubes(occupancy, level,
+                                                          step_size=self.cfg.mesh_step)
+        # the surface passes the outer faces of the outermost voxels; the points in them lie
+        # half a voxel further in on average, so it moves in by that (normals point out)
+        return (vertices - pad + 0.5 - 0.5 * normals) * voxel + origin, faces.astype(np.int64)
 
 
 def plane_columns(seeds: np.ndarray, view: DepthView, plane: SupportPlane, floor: float,
