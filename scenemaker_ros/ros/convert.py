@@ -3,7 +3,8 @@
 Inputs: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8 colour; 16UC1 / mono16 millimetres
 or 32FC1 metres depth) and sensor_msgs/CameraInfo, each checked and refused with one
 SceneMakerError line. Outputs: the SceneGraph message, a MarkerArray (one TRIANGLE_LIST and one
-label per object) and the objects' TF frames.
+label per object; ``markers_cdr`` serializes it with numpy, ``ros/cdr.py``) and the objects' TF
+frames.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scenemaker_ros.frames import CameraInfo, camera_info_from_mapping
 from scenemaker_ros.geometry import compose_pose
 from scenemaker_ros.live import SceneUpdate
 from scenemaker_ros.relations import GROUND_ID
+from scenemaker_ros.ros.cdr import marker_array_cdr
 from scenemaker_ros.viz import object_colors
 
 COLOR_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
@@ -43,7 +45,6 @@ def stamp_seconds(stamp: Time) -> float:
     return stamp.sec + 1e-9 * stamp.nanosec
 
 
-CDR_LE = b"\x00\x01"  # encapsulation header of serialized messages: plain CDR, little endian
 CDR_STAMP_LE = struct.Struct("<iI")  # builtin_interfaces/Time in little-endian CDR
 _CDR_STAMPS = {0: struct.Struct(">iI"), 1: CDR_STAMP_LE}  # by the header's byte order
 
@@ -180,18 +181,31 @@ def object_color(object_id: int, alpha: float = 0.9) -> ColorRGBA:
     return ColorRGBA(r=float(r), g=float(g), b=float(b), a=alpha)
 
 
+def markers_cdr(update: SceneUpdate, header: Header) -> bytes:
+    """``markers_msg`` serialized (CDR, for ``Publisher.publish``), without Point objects."""
+    return marker_array_cdr(*_markers(update, header))
+
+
 def markers_msg(update: SceneUpdate, header: Header) -> MarkerArray:
     """One TRIANGLE_LIST (the scaled mesh at the object's pose) and one text label per object;
     DELETE markers for the objects that vanished."""
-    markers = []
+    msg, corners = _markers(update, header)
+    for i, points in corners.items():
+        msg.markers[i].points = [Point(x=x, y=y, z=z) for x, y, z in points.tolist()]
+    return msg
+
+
+def _markers(update: SceneUpdate, header: Header) -> tuple[MarkerArray, dict[int, np.ndarray]]:
+    """``markers_msg`` with the triangle lists' points left out, and those points apart: the
+    (3F, 3) float64 triangle corners (object frame, metres) by index in ``markers``."""
+    markers, corners = [], {}
     up = _up_direction(update)
     for obj in update.scene.objects:
         vertices, faces = update.meshes[obj.id]
-        corners = (vertices * obj.scale)[faces].reshape(-1, 3)  # (3F, 3) object frame, metres
+        corners[len(markers)] = (vertices * obj.scale)[faces].reshape(-1, 3)  # (3F, 3)
         mesh = Marker(header=header, ns="objects", id=obj.id, type=Marker.TRIANGLE_LIST,
                       action=Marker.ADD, pose=_pose(_rigid(obj)), scale=_vector(np.ones(3)),
                       color=object_color(obj.id))
-        mesh.points = [Point(x=x, y=y, z=z) for x, y, z in corners.tolist()]
         box = update.boxes[obj.id]
         label_at = np.eye(4)
         label_at[:3, 3] = box.pose[:3, 3] + up * (0.5 * float(np.abs(box.pose[:3, :3].T @ up)
@@ -201,7 +215,7 @@ def markers_msg(update: SceneUpdate, header: Header) -> MarkerArray:
                        color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0), text=f"{obj.id}: {obj.label}")
         markers += [mesh, label]
     markers += delete_markers(update.removed, header)
-    return MarkerArray(markers=markers)
+    return MarkerArray(markers=markers), corners
 
 
 def delete_markers(ids: list[int], header: Header) -> list[Marker]:

@@ -375,7 +375,7 @@ class SceneMakerNode(Node):
     def _publish(self, update: SceneUpdate, header: Header) -> None:
         """Markers and TF first (what latency is measured to), then the graph and files."""
         with update.timer("markers_tf"):
-            self.markers_pub.publish(convert.markers_msg(update, header))
+            self.markers_pub.publish(convert.markers_cdr(update, header))
             if self.cfg.node.publish_tf and update.scene.objects:
                 self.tf_pub.publish(TFMessage(transforms=convert.transforms(
                     update, header, self.cfg.node.tf_prefix)))

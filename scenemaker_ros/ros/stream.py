@@ -27,7 +27,8 @@ from visualization_msgs.msg import MarkerArray
 
 from scenemaker_ros.frames import CAMERA_FRAME, CameraInfo
 from scenemaker_ros.ros.bag import CAMERA_TOPICS, camera_messages
-from scenemaker_ros.ros.convert import CDR_LE, CDR_STAMP_LE, cdr_stamp_ns
+from scenemaker_ros.ros.cdr import CDR_LE
+from scenemaker_ros.ros.convert import CDR_STAMP_LE, cdr_stamp_ns
 from scenemaker_ros.synth.noise import DepthNoise, apply_depth_noise
 from scenemaker_ros.synth.scenes import SceneSample
 
