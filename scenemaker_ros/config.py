@@ -227,6 +227,7 @@ class CarvingConfig:
     free_space_margin_m: float = 0.01  # a column stops where the camera sees this far past it
     closing_iterations: int = 1  # morphological closing of the voxels (gaps between columns)
     mesh_step: int = 2  # marching-cubes step in voxels (2: a quarter of the faces of 1)
+    snap_voxels: float = 2.0  # seen vertices this close to the measured depth move onto it
     stack_tolerance_m: float = 0.01  # an object stands on another whose top is this close below
     min_points: int = 10  # objects with fewer valid depth points get no geometry
     seed: int = 0  # point subsampling of the known-mesh fits
@@ -567,10 +568,10 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
             or carve.mesh_step < 1):
         raise SceneMakerError(f"{key}resolution must be >= 4, min_points >= 3, "
                               "closing_iterations >= 0, mesh_step >= 1")
-    if not 0 < carve.min_voxel_m <= carve.max_voxel_m or min(carve.free_space_margin_m,
-                                                              carve.stack_tolerance_m) < 0:
-        raise SceneMakerError(f"{key}0 < min_voxel_m <= max_voxel_m, free_space_margin_m and "
-                              "stack_tolerance_m >= 0")
+    if not 0 < carve.min_voxel_m <= carve.max_voxel_m or min(
+            carve.free_space_margin_m, carve.stack_tolerance_m, carve.snap_voxels) < 0:
+        raise SceneMakerError(f"{key}0 < min_voxel_m <= max_voxel_m, free_space_margin_m, "
+                              "stack_tolerance_m and snap_voxels >= 0")
     gs, key = cfg.segmentation.grounded_sam, "config: pipeline.segmentation.grounded_sam."
     if not (0 <= gs.box_threshold <= 1 and 0 <= gs.text_threshold <= 1):
         raise SceneMakerError(f"{key}box_threshold and text_threshold must be in [0, 1]")

@@ -14,7 +14,10 @@ carving on a support):
 3. Volume: the samples mark voxels (``resolution`` along the object's longest side, clamped to
    ``min_voxel_m`` .. ``max_voxel_m``), closed by ``closing_iterations`` dilations + erosions and
    filled, then meshed by marching cubes (scikit-image) every ``mesh_step`` voxels: a closed,
-   non-convex mesh in metres (step 2: a quarter of the faces, same accuracy).
+   non-convex mesh in metres (step 2: a quarter of the faces, same accuracy). The surface
+   moves in by half a voxel (it passes the outer faces of the outermost voxels), and vertices
+   that face the camera and fall on the object's mask move along their rays onto the measured
+   depth (within ``snap_voxels``), so the seen side is as sharp as the depth image.
 4. Frame (REP 103): z up along the plane normal, x along the footprint's long axis, origin at the
    footprint's centre on its floor. A simulator spawns it standing where it was seen.
 
@@ -69,18 +72,18 @@ class CarvedGeometry:
         rng = np.random.default_rng(self.cfg.seed)
         floors = support_floors(points, plane, self.cfg)
         result = []
-        for p, floor in zip(points, floors, strict=True):
+        for p, mask, floor in zip(points, masks, floors, strict=True):
             if len(p) < self.cfg.min_points:
                 result.append(None)
                 continue
             known = None if self.known is None else self.known.match(p, view, rng)
-            result.append(known or self.carve(p, view, plane, floor))
+            result.append(known or self.carve(p, mask, view, plane, floor))
         return result
 
-    def carve(self, points: np.ndarray, view: DepthView, plane: SupportPlane | None,
-              floor: float) -> ObjectGeometry:
-        """One object's carved mesh from its observed points (N, 3), camera frame, metres;
-        floor: its support's height above the plane (m)."""
+    def carve(self, points: np.ndarray, mask: np.ndarray, view: DepthView,
+              plane: SupportPlane | None, floor: float) -> ObjectGeometry:
+        """One object's carved mesh from its observed points (N, 3), camera frame, metres, and
+        visible mask (H, W) bool; floor: its support's height above the plane (m)."""
         cfg = self.cfg
         voxel = float(np.clip(np.ptp(points, axis=0).max() / cfg.resolution, cfg.min_voxel_m,
                               cfg.max_voxel_m))
@@ -92,13 +95,16 @@ class CarvedGeometry:
         else:
             up = plane.normal
             filled = plane_columns(seeds, view, plane, floor, voxel, cfg.free_space_margin_m)
-        vertices, faces = self.mesh(filled, voxel)
+        vertices, faces, normals = self.mesh(filled, voxel)
+        vertices = snap_to_depth(vertices, normals, mask, view, cfg.snap_voxels * voxel)
         T_cam_obj = standing_frame(vertices, up)
         return ObjectGeometry(transform_points(np.linalg.inv(T_cam_obj), vertices), faces, LABEL,
                               SOURCE, True, float("nan"), T_cam_obj)
 
-    def mesh(self, points: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
-        """Marching-cubes surface (V, 3), (F, 3) of the closed, filled voxels holding points."""
+    def mesh(self, points: np.ndarray, voxel: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Marching-cubes surface of the closed, filled voxels holding points: vertices (V, 3),
+        faces (F, 3), outward unit normals (V, 3)."""
         pad = self.cfg.closing_iterations + 1
         origin = points.min(axis=0)
         cells = np.floor((points - origin) / voxel).astype(np.int64) + pad
@@ -115,7 +121,28 @@ class CarvedGeometry:
                                                           step_size=self.cfg.mesh_step)
         # the surface passes the outer faces of the outermost voxels; the points in them lie
         # half a voxel further in on average, so it moves in by that (normals point out)
-        return (vertices - pad + 0.5 - 0.5 * normals) * voxel + origin, faces.astype(np.int64)
+        return ((vertices - pad + 0.5 - 0.5 * normals) * voxel + origin, faces.astype(np.int64),
+                normals)
+
+
+def snap_to_depth(vertices: np.ndarray, normals: np.ndarray, mask: np.ndarray, view: DepthView,
+                  reach: float) -> np.ndarray:
+    """vertices (V, 3) moved along their viewing rays onto the observed depth where they face
+    the camera (outward normals (V, 3)), project into the object's mask (H, W) bool and lie
+    within reach (m) of the depth there (module docstring, step 3)."""
+    uv = project_points(view.K, vertices)
+    H, W = mask.shape
+    u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+    seen = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    seen[seen] = mask[v[seen], u[seen]]
+    observed = np.zeros(len(vertices))
+    observed[seen] = view.depth[v[seen], u[seen]]
+    facing = np.einsum("ij,ij->i", normals, vertices) < 0  # the normal points to the camera
+    z = vertices[:, 2]
+    snap = seen & facing & (observed > 0) & (np.abs(observed - z) < reach)
+    snapped = vertices.copy()
+    snapped[snap] *= (observed[snap] / z[snap])[:, None]
+    return snapped
 
 
 def plane_columns(seeds: np.ndarray, view: DepthView, plane: SupportPlane, floor: float,
