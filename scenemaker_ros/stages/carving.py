@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import Delaunay, QhullError
+from scipy.spatial import ConvexHull, QhullError
 
 from scenemaker_ros.config import CarvingConfig, GeometryConfig
 from scenemaker_ros.errors import SceneMakerError
@@ -195,20 +195,25 @@ def support_floors(points: list[np.ndarray], plane: SupportPlane | None, cfg: Ca
     usable = [k for k, p in enumerate(points) if len(p) >= max(cfg.min_points, 4)]
     basis = np.linalg.svd(np.eye(3) - np.outer(plane.normal, plane.normal))[0][:, :2]  # (3, 2)
     heights = {k: plane.height(points[k]) for k in usable}
-    footprints = {}
-    for k in usable:
-        try:
-            footprints[k] = Delaunay(points[k] @ basis)
-        except QhullError:  # a degenerate (collinear) footprint holds nothing
-            continue
+    bottoms = {k: float(np.percentile(h, 2)) for k, h in heights.items()}
+    tops = {k: float(np.percentile(h, 98)) for k, h in heights.items()}
     for a in usable:
-        bottom, centre = np.percentile(heights[a], 2), points[a].mean(axis=0) @ basis
-        for b, footprint in footprints.items():
-            top = float(np.percentile(heights[b], 98))
-            if (b != a and bottom >= top - cfg.stack_tolerance_m
-                    and footprint.find_simplex(centre) >= 0):
-                floors[a] = max(floors[a], top)
+        centre = points[a].mean(axis=0) @ basis
+        for b in usable:  # footprints only for the rare objects low enough to carry a
+            if (b != a and tops[b] > floors[a] and bottoms[a] >= tops[b] - cfg.stack_tolerance_m
+                    and footprint_holds(points[b] @ basis, centre)):
+                floors[a] = tops[b]
     return floors
+
+
+def footprint_holds(flat: np.ndarray, point: np.ndarray) -> bool:
+    """Whether the convex hull of 2D points flat (N, 2) holds point (2,); a degenerate
+    (collinear) footprint holds nothing."""
+    try:
+        hull = ConvexHull(flat)
+    except QhullError:
+        return False
+    return bool(np.all(hull.equations[:, :2] @ point + hull.equations[:, 2] <= 1e-12))
 
 
 def standing_frame(vertices: np.ndarray, up: np.ndarray) -> np.ndarray:
