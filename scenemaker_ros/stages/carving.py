@@ -130,10 +130,10 @@ def snap_to_depth(vertices: np.ndarray, normals: np.ndarray, mask: np.ndarray, v
     """vertices (V, 3) moved along their viewing rays onto the observed depth where they face
     the camera (outward normals (V, 3)), project into the object's mask (H, W) bool and lie
     within reach (m) of the depth there (module docstring, step 3)."""
-    uv = project_points(view.K, vertices)
+    uv = np.nan_to_num(project_points(view.K, vertices), nan=-1.0)
     H, W = mask.shape
     u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
-    seen = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    seen = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vertices[:, 2] > 0)
     seen[seen] = mask[v[seen], u[seen]]
     observed = np.zeros(len(vertices))
     observed[seen] = view.depth[v[seen], u[seen]]
