@@ -53,6 +53,16 @@ def project_points(K: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (points @ K.T)[:, :2] / np.where(z > 1e-6, z, np.nan)
 
 
+def pixel_indices(K: np.ndarray, points: np.ndarray, shape: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nearest pixel u, v (N,) int64 of camera-frame points (N, 3) with pinhole K (3, 3), and
+    (N,) bool whether it lies on an image of ``shape`` (H, W, ...); points at or behind the
+    camera are off the image."""
+    uv = np.nan_to_num(project_points(K, points), nan=-1.0)
+    u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+    return u, v, (u >= 0) & (u < shape[1]) & (v >= 0) & (v < shape[0])
+
+
 def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None
                     ) -> np.ndarray:
     """Back-project depth (H, W) float z-depth in metres with pinhole K (3, 3) -> (N, 3) float64

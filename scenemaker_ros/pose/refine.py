@@ -24,7 +24,7 @@ from scenemaker_ros.geometry import (
     compose_pose,
     decompose_pose,
     icp,
-    project_points,
+    pixel_indices,
     transform_points,
     umeyama,
 )
@@ -57,14 +57,9 @@ class DepthView:
 def free_space_fraction(points: np.ndarray, view: DepthView) -> float:
     """Fraction of camera-frame points (N, 3) lying in front of the observed depth (``nearest``) by
     more than FREE_SPACE_MARGIN_M, among those projecting onto valid depth pixels."""
-    uv = project_points(view.K, points)
-    H, W = view.depth.shape
-    inside = np.isfinite(uv).all(1)
-    u = np.round(uv[inside, 0]).astype(np.int64)
-    v = np.round(uv[inside, 1]).astype(np.int64)
-    on_image = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v, on_image = pixel_indices(view.K, points, view.depth.shape)
     observed = view.nearest[v[on_image], u[on_image]]
-    z = points[inside][on_image, 2]
+    z = points[on_image, 2]
     valid = np.isfinite(observed)
     if not valid.any():
         return 0.0

@@ -41,7 +41,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scenemaker_ros.config import CarvingConfig, GeometryConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import compose_pose, project_points, transform_points
+from scenemaker_ros.geometry import compose_pose, pixel_indices, transform_points
 from scenemaker_ros.pose.refine import DepthView
 from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry
 
@@ -130,10 +130,7 @@ def snap_to_depth(vertices: np.ndarray, normals: np.ndarray, mask: np.ndarray, v
     """vertices (V, 3) moved along their viewing rays onto the observed depth where they face
     the camera (outward normals (V, 3)), project into the object's mask (H, W) bool and lie
     within reach (m) of the depth there (module docstring, step 3)."""
-    uv = np.nan_to_num(project_points(view.K, vertices), nan=-1.0)
-    H, W = mask.shape
-    u, v = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
-    seen = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (vertices[:, 2] > 0)
+    u, v, seen = pixel_indices(view.K, vertices, mask.shape)
     seen[seen] = mask[v[seen], u[seen]]
     observed = np.zeros(len(vertices))
     observed[seen] = view.depth[v[seen], u[seen]]
@@ -174,11 +171,7 @@ def unseen_prefix(samples: np.ndarray, view: DepthView, margin: float) -> np.nda
     """(N, T) bool: each column's samples (N, T, 3) before the first one the camera sees through
     (observed depth, 3x3 nearest, more than margin behind it); off-image samples are unseen."""
     n, t, _ = samples.shape
-    uv = project_points(view.K, samples.reshape(-1, 3))
-    H, W = view.depth.shape
-    u = np.round(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
-    v = np.round(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
-    on_image = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v, on_image = pixel_indices(view.K, samples.reshape(-1, 3), view.depth.shape)
     observed = np.full(n * t, np.inf)
     observed[on_image] = view.nearest[v[on_image], u[on_image]]
     seen_through = (np.isfinite(observed) & (observed > samples.reshape(-1, 3)[:, 2] + margin))
