@@ -1,9 +1,10 @@
 """Object geometry: each detected object's mesh, from its observed partial point cloud.
 
-A backend is anything with ``geometry(frame, points, masks) -> list[ObjectGeometry | None]`` (the
-GeometryBackend protocol); ``BACKENDS`` maps config names to builders and
-``build_geometry(cfg, known_objects_dir)`` picks one. The pose stage then places the mesh;
-``ObjectGeometry.T_cam_obj`` is the geometry fit's own pose, a fallback or a seed for it.
+A backend is anything with ``geometry(frame, points, masks, crops, plane) -> list[ObjectGeometry
+| None]`` (the GeometryBackend protocol); ``BACKENDS`` maps config names to builders and
+``build_geometry(cfg, known_objects_dir)`` picks one. The pose stage then places canonical meshes;
+``ObjectGeometry.T_cam_obj`` is the geometry fit's own pose, a fallback or a seed for it, and the
+final pose of metric meshes (known, carved).
 
 The embedded "retrieval" backend (CPU, numpy/scipy, no weights; the default is "carving" in
 ``carving.py``) works in the camera optical frame (REP 103, metres):
