@@ -186,7 +186,7 @@ def support_floors(points: list[np.ndarray], plane: SupportPlane | None, cfg: Ca
     if plane is None:
         return floors
     usable = [k for k, p in enumerate(points) if len(p) >= max(cfg.min_points, 4)]
-    basis = np.linalg.svd(np.eye(3) - np.outer(plane.normal, plane.normal))[0][:, :2]  # (3, 2)
+    basis = horizontal_axes(plane.normal)
     heights = {k: plane.height(points[k]) for k in usable}
     bottoms = {k: float(np.percentile(h, 2)) for k, h in heights.items()}
     tops = {k: float(np.percentile(h, 98)) for k, h in heights.items()}
@@ -209,12 +209,17 @@ def footprint_holds(flat: np.ndarray, point: np.ndarray) -> bool:
     return bool(np.all(hull.equations[:, :2] @ point + hull.equations[:, 2] <= 1e-12))
 
 
-def standing_frame(vertices: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """T_cam_obj (4, 4) of the module docstring's step 4 for a mesh's vertices (V, 3)."""
+def horizontal_axes(up: np.ndarray) -> np.ndarray:
+    """(3, 2) orthonormal axes perpendicular to the unit vector up (3,), right-handed with it."""
     helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 0.0, 1.0])
     a = np.cross(up, helper)
     a /= np.linalg.norm(a)
-    flat = np.stack([a, np.cross(up, a)], axis=1)  # (3, 2) horizontal axes
+    return np.stack([a, np.cross(up, a)], axis=1)
+
+
+def standing_frame(vertices: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """T_cam_obj (4, 4) of the module docstring's step 4 for a mesh's vertices (V, 3)."""
+    flat = horizontal_axes(up)
     ground = vertices @ flat  # (V, 2)
     _, _, vt = np.linalg.svd(ground - ground.mean(axis=0), full_matrices=False)
     x = flat @ vt[0]
