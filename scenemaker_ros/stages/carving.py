@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 LABEL = "object"  # carved meshes carry no class name
 SMOOTHING_VOXELS = 0.5  # Gaussian sigma of the occupancy before marching cubes
 SOURCE = "carved"
+MAX_CELLS_PER_RESOLUTION = 4  # the voxel grows past max_voxel_m beyond this many resolutions
 
 
 class CarvedGeometry:
@@ -85,8 +86,11 @@ class CarvedGeometry:
         """One object's carved mesh from its observed points (N, 3), camera frame, metres, and
         visible mask (H, W) bool; floor: its support's height above the plane (m)."""
         cfg = self.cfg
-        voxel = float(np.clip(np.ptp(points, axis=0).max() / cfg.resolution, cfg.min_voxel_m,
-                              cfg.max_voxel_m))
+        extent = float(np.ptp(points, axis=0).max())
+        # at most MAX_CELLS_PER_RESOLUTION * resolution voxels along the longest side, whatever
+        # the depth says (a wrong monocular depth can make an "object" kilometres deep)
+        voxel = max(float(np.clip(extent / cfg.resolution, cfg.min_voxel_m, cfg.max_voxel_m)),
+                    extent / (MAX_CELLS_PER_RESOLUTION * cfg.resolution))
         seeds = points[np.unique(np.floor(points / voxel).astype(np.int64), axis=0,
                                  return_index=True)[1]]  # one observed point per voxel
         if plane is None:
