@@ -196,41 +196,57 @@ class DepthClusterSegmenter:
 
     def segment(self, frame: RGBDFrame) -> Segmentation:
         cfg = self.cfg
-        shape = frame.depth.shape
-        # 1.-2. the support plane and the pixels above its noise band
-        plane = fit_support_plane(frame.depth, frame.camera.K, cfg,
-                                  np.random.default_rng(cfg.seed))
-        if plane is None:
-            log.warning("no support plane found: every depth point is an object candidate")
-            candidate = frame.valid
-        else:
-            band = plane.band(frame.depth, cfg.plane_band_m, cfg.plane_band_sigmas)
-            candidate = frame.valid & (plane.pixel_heights(frame.depth, frame.camera.K) > band)
-        # 3. blobs too small to hold an object go (a cut only makes them smaller)
-        candidate = _large_components(candidate, cfg.min_pixels)
+        plane, candidate = candidate_pixels(frame, cfg)  # 1.-3.
         if not candidate.any():
-            log.warning("nothing found above the support plane")
-            return _empty(shape, plane)
+            return empty_segmentation(frame.depth.shape, plane)
         # 4.-6. cluster inside the candidates' bounding box, then paste back
-        x0, y0, x1, y1 = mask_box(candidate)
-        margin = cfg.crease_offset_px + 1
-        x0, y0 = max(x0 - margin, 0), max(y0 - margin, 0)
-        box = np.s_[y0:y1 + margin, x0:x1 + margin]
-        K = frame.camera.K.copy()
-        K[:2, 2] -= (x0, y0)  # the crop's principal point
+        box, K = crop_box(candidate, frame.camera.K, cfg.crease_offset_px + 1)
         points = np.zeros((*candidate[box].shape, 3))
         points[frame.valid[box]] = depth_to_points(frame.depth[box], K)
         labels, scores = _cluster(frame.rgb[box], points, candidate[box], cfg)
         if not scores.size:
             log.warning("nothing found above the support plane")
-            return _empty(shape, plane)
-        instance = np.zeros(shape, np.int64)
+            return empty_segmentation(frame.depth.shape, plane)
+        instance = np.zeros(frame.depth.shape, np.int64)
         instance[box] = labels
         return Segmentation.from_instance_image(instance, plane, scores)
 
 
-def _empty(shape: tuple[int, int], plane: SupportPlane | None) -> Segmentation:
+def candidate_pixels(frame: RGBDFrame, cfg: DepthClustersConfig
+                     ) -> tuple[SupportPlane | None, np.ndarray]:
+    """Steps 1-3 of the module docstring: the support plane (None when none is found, warned)
+    and the candidate pixels (H, W) bool above its noise band, in blobs of min_pixels or more
+    (none: warned)."""
+    plane = fit_support_plane(frame.depth, frame.camera.K, cfg, np.random.default_rng(cfg.seed))
+    if plane is None:
+        log.warning("no support plane found: every depth point is an object candidate")
+        candidate = frame.valid
+    else:
+        band = plane.band(frame.depth, cfg.plane_band_m, cfg.plane_band_sigmas)
+        candidate = frame.valid & (plane.pixel_heights(frame.depth, frame.camera.K) > band)
+    # blobs too small to hold an object go (a cut only makes them smaller)
+    candidate = _large_components(candidate, cfg.min_pixels)
+    if not candidate.any():
+        log.warning("nothing found above the support plane")
+    return plane, candidate
+
+
+def empty_segmentation(shape: tuple[int, int], plane: SupportPlane | None) -> Segmentation:
     return Segmentation(np.zeros((0, *shape), bool), np.zeros(0, np.float32), [], plane)
+
+
+def crop_box(mask: np.ndarray, K: np.ndarray, margin: int
+             ) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The (rows, cols) slices of a non-empty mask's (H, W) box grown by margin pixels per side
+    (clipped to the image) and the crop's pinhole K (3, 3)."""
+    x0, y0, x1, y1 = mask_box(mask)
+    H, W = mask.shape
+    rows = slice(max(y0 - margin, 0), min(y1 + margin, H))
+    cols = slice(max(x0 - margin, 0), min(x1 + margin, W))
+    K = np.asarray(K, np.float64).copy()
+    K[0, 2] -= cols.start
+    K[1, 2] -= rows.start
+    return (rows, cols), K
 
 
 def _large_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -265,11 +281,11 @@ def _cluster(rgb: np.ndarray, points: np.ndarray, candidate: np.ndarray,
              cfg: DepthClustersConfig) -> tuple[np.ndarray, np.ndarray]:
     """Steps 4-6 on a crop: rgb (h, w, 3) uint8, points (h, w, 3) metres, candidate (h, w) bool
     -> labels (h, w) int (0 = none, 1..M largest first) and scores (M,) float32."""
-    normals = _normal_image(points, points[..., 2] > 0, cfg.normal_smoothing_px)
+    normals = normal_image(points, points[..., 2] > 0, cfg.normal_smoothing_px)
     edges = _candidate_edges(rgb, points, normals, candidate, cfg)
     n = candidate.size
     smooth = ~edges.jump & ~edges.color
-    region = _components(n, edges.a[smooth], edges.b[smooth])
+    region = components(n, edges.a[smooth], edges.b[smooth])
     cut = region[edges.a] != region[edges.b]
     ra, rb = region[edges.a[cut]], region[edges.b[cut]]
     pairs, which = np.unique(np.stack([np.minimum(ra, rb), np.maximum(ra, rb)]), axis=1,
@@ -283,15 +299,23 @@ def _cluster(rgb: np.ndarray, points: np.ndarray, candidate: np.ndarray,
     # (black, white) are told apart by nothing but brightness, which shading changes too, and
     # tiny ones (mixed pixels on outlines) have no reliable colour
     if cfg.same_color > 0:
-        chroma = _region_chroma(rgb, region, candidate.ravel())
-        coloured = ((np.linalg.norm(chroma - 1 / 3, axis=1) > cfg.same_color)
-                    & (np.bincount(region, minlength=len(chroma)) >= SAME_COLOR_MIN_PIXELS))
-        merge |= (coloured[pairs[0]] & coloured[pairs[1]]
-                  & (np.linalg.norm(chroma[pairs[0]] - chroma[pairs[1]], axis=1) < cfg.same_color))
-    cluster = _components(n, pairs[0, merge], pairs[1, merge])[region]
-    labels = _ranked_labels(np.where(candidate.ravel(), cluster + 1, 0), cfg.min_pixels)
-    labels = _fill_holes(labels.reshape(candidate.shape), cfg.max_hole_pixels)
+        merge |= one_colour(rgb, region, candidate.ravel(), pairs, cfg.same_color)
+    cluster = components(n, pairs[0, merge], pairs[1, merge])[region]
+    labels = ranked_labels(np.where(candidate.ravel(), cluster + 1, 0), cfg.min_pixels)
+    labels = fill_holes(labels.reshape(candidate.shape), cfg.max_hole_pixels)
     return labels, _outline_scores(labels, edges)
+
+
+def one_colour(rgb: np.ndarray, region: np.ndarray, counted: np.ndarray, pairs: np.ndarray,
+               threshold: float) -> np.ndarray:
+    """(P,) bool: which region pairs (2, P) are one colour: mean chromaticities (over the counted
+    (h * w,) pixels of rgb (h, w, 3), region (h * w,) int ids) within threshold of each other,
+    both regions coloured (that far from grey) and of at least SAME_COLOR_MIN_PIXELS pixels."""
+    chroma = _region_chroma(rgb, region, counted)
+    coloured = ((np.linalg.norm(chroma - 1 / 3, axis=1) > threshold)
+                & (np.bincount(region, minlength=len(chroma)) >= SAME_COLOR_MIN_PIXELS))
+    return (coloured[pairs[0]] & coloured[pairs[1]]
+            & (np.linalg.norm(chroma[pairs[0]] - chroma[pairs[1]], axis=1) < threshold))
 
 
 def _region_chroma(rgb: np.ndarray, region: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -305,7 +329,7 @@ def _region_chroma(rgb: np.ndarray, region: np.ndarray, candidate: np.ndarray) -
     return sums / np.maximum(np.bincount(ids, minlength=n), 1)[:, None]
 
 
-def _normal_image(points: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+def normal_image(points: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
     """(h, w, 3) unit surface normals facing the camera from points (h, w, 3), smoothed over
     valid pixels with a Gaussian of sigma pixels; central differences two pixels apart."""
     weight = np.maximum(ndimage.gaussian_filter(valid.astype(np.float64), sigma), 1e-9)
@@ -335,10 +359,16 @@ def _candidate_edges(rgb: np.ndarray, points: np.ndarray, normals: np.ndarray,
         outer_a = a - np.minimum(position, reach) * step
         outer_b = b + np.minimum(size - 2 - position, reach) * step
         za, zb = flat_points[a, 2], flat_points[b, 2]
-        parts.append((a, b, np.abs(za - zb) > cfg.depth_jump * np.minimum(za, zb),
+        parts.append((a, b, depth_jumps(za, zb, cfg.depth_jump),
                       np.linalg.norm(flat_rgb[a] - flat_rgb[b], axis=1) > cfg.color_edge,
                       _crease(flat_points, flat_normals, candidate.ravel(), outer_a, outer_b)))
     return _Edges(*(np.concatenate(column) for column in zip(*parts)))
+
+
+def depth_jumps(za: np.ndarray, zb: np.ndarray, jump: float) -> np.ndarray:
+    """Whether neighbour depths za, zb (metres, same shape) differ by more than the fraction
+    jump of the nearer one."""
+    return np.abs(za - zb) > jump * np.minimum(za, zb)
 
 
 def _crease(points: np.ndarray, normals: np.ndarray, candidate: np.ndarray, a: np.ndarray,
@@ -351,13 +381,13 @@ def _crease(points: np.ndarray, normals: np.ndarray, candidate: np.ndarray, a: n
     return np.where(candidate[a] & candidate[b], value, 0.0)
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component id (n,) of n nodes joined by the edges a[i] - b[i]."""
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
 
-def _ranked_labels(labels: np.ndarray, min_pixels: int) -> np.ndarray:
+def ranked_labels(labels: np.ndarray, min_pixels: int) -> np.ndarray:
     """Relabel ids > 0 as 1..M by decreasing size; ids with fewer than min_pixels become 0."""
     sizes = np.bincount(labels)
     sizes[0] = 0
@@ -368,7 +398,7 @@ def _ranked_labels(labels: np.ndarray, min_pixels: int) -> np.ndarray:
     return rank[labels]
 
 
-def _fill_holes(labels: np.ndarray, max_pixels: int) -> np.ndarray:
+def fill_holes(labels: np.ndarray, max_pixels: int) -> np.ndarray:
     """Give each unlabelled 4-connected region of at most max_pixels, off the border of labels
     (h, w) int (0 = none), whose neighbours all carry one label that label."""
     holes, n = ndimage.label(labels == 0)
