@@ -130,7 +130,9 @@ def test_node_config_is_validated():
 
 def test_a_watcher_never_reads_a_half_written_live_file(live_run):
     """Simulators poll the live folder: every read of world.sdf / scene.json while the node
-    rewrites them parses."""
+    rewrites them parses. The watcher polls every millisecond, as a simulator would; a loop
+    with no pause starves the writer of the GIL (34 s instead of 2 s here, past the timeout on
+    CI, where the leaked loop then slowed every later test)."""
     import threading
     import xml.etree.ElementTree as ET
 
@@ -139,7 +141,7 @@ def test_a_watcher_never_reads_a_half_written_live_file(live_run):
     done, reads, errors = threading.Event(), [0], []
 
     def watch():
-        while not done.is_set():
+        while not done.wait(0.001):
             try:
                 ET.fromstring(sdf.read_text())
                 json.loads(scene.read_text())
@@ -147,10 +149,12 @@ def test_a_watcher_never_reads_a_half_written_live_file(live_run):
             except Exception as err:  # any partial read is a failure
                 errors.append(repr(err))
 
-    watcher = threading.Thread(target=watch)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    for _ in range(4):
-        live.write_live(first)
-    done.set()
-    watcher.join()
+    try:
+        for _ in range(4):
+            live.write_live(first)
+    finally:
+        done.set()
+        watcher.join()
     assert not errors and reads[0] > 4
