@@ -13,7 +13,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["schema/*.json", "assets/*", "assets/**/*", "pose/weights/*"]},
+    package_data={PACKAGE: ["schema/*.json", "assets/*", "assets/**/*", "pose/weights/*",
+                            "stages/weights/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,9 +1,9 @@
 """``scenemaker <command>``: the one command-line entry point.
 
 Commands: ``run`` (one frame -> a scene), ``data`` (generate / preview / export / frame /
-shapes / deocclusion), ``train`` (pose, deocclusion), ``eval``, ``export``, ``relations``,
-``bench`` (data, pose, pipeline, stages, deocclusion, node), ``bag`` (example, replay),
-``config`` (show). User errors print one line and exit with status 2; they never end in a
+shapes / deocclusion), ``train`` (pose, segmentation, deocclusion), ``eval``, ``export``,
+``relations``, ``bench`` (data, pose, pipeline, stages, deocclusion, node), ``bag`` (example,
+replay), ``config`` (show). User errors print one line and exit with status 2; they never end in a
 traceback.
 """
 
@@ -205,6 +205,29 @@ def _train_pose(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, _overrides(args.set))
     run = train_pose(args.data, args.out, cfg, workers=args.workers)
     print(f"trained pose model: {run / 'model.safetensors'}")
+
+
+def _train_segmentation(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.stages.boundary_train import train_boundary
+
+    cfg = load_config(args.config, _overrides(args.set))
+    run = train_boundary(args.data, args.out, cfg, workers=args.workers)
+    print(f"trained boundary net: {run / 'model.safetensors'}")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, data_help: str, example: str,
+                            several: bool = False) -> None:
+    """--data (one folder, or several), --out, --workers, --set and --config of a ``train``
+    subcommand."""
+    parser.add_argument("--data", type=Path, required=True, nargs="+" if several else None,
+                        help=data_help)
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes building the first-use data cache")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key, e.g. {example} (repeatable)")
+    _add_config_argument(parser)
 
 
 def _bench_pose(args: argparse.Namespace) -> None:
@@ -423,15 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     train_pose = train.add_parser(
         "pose", help="train the pose model (resumes from OUT/last.pt; torchrun for several "
         "processes)")
-    train_pose.add_argument("--data", type=Path, required=True,
-                            help="dataset folder (train split; val split if present)")
-    train_pose.add_argument("--out", type=Path, required=True, help="run folder")
-    train_pose.add_argument("--workers", type=int, default=1,
-                            help="processes building the first-use data cache")
-    train_pose.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a config key, e.g. train.steps=500 (repeatable)")
-    _add_config_argument(train_pose)
+    _add_training_arguments(train_pose, "dataset folder (train split; val split if present)",
+                            "train.steps=500")
     train_pose.set_defaults(func=_train_pose)
+
+    train_segmentation = train.add_parser(
+        "segmentation", help="train the boundary net of the 'boundary_net' segmentation "
+        "(resumes from OUT/last.pt)")
+    _add_training_arguments(train_segmentation, "procedural dataset folders (their train "
+                            "splits; the last boundary_train.val_scenes scenes are held out)",
+                            "boundary_train.steps=500", several=True)
+    train_segmentation.set_defaults(func=_train_segmentation)
 
     train_deocclusion = train.add_parser(
         "deocclusion", help="LoRA fine-tuning of FLUX.1 Kontext on de-occlusion triplets (GPU)")

@@ -138,12 +138,25 @@ class GroundedSamConfig(GpuBackendConfig):
 
 
 @dataclass
+class BoundaryNetConfig:
+    """The "boundary_net" segmentation (CPU, shipped weights): the depth_clusters plane and
+    candidates, boundaries between objects from a small U-Net, seeds grown by a watershed."""
+
+    checkpoint: str = ""  # a boundary-net safetensors file; empty: the shipped boundary-S
+    device: str = "cpu"  # "cpu", "cuda[:N]" or "auto"
+    threshold: float = 0.5  # pixels below this boundary probability seed objects
+    min_seed_pixels: int = 8  # smaller seeds are left to the watershed
+    threads: int = 1  # torch threads of the net (0: torch's own); 1 avoids spin-wait contention
+
+
+@dataclass
 class SegmentationConfig:
     """Instance segmentation: the backend's name and each backend's parameters."""
 
-    backend: str = "depth_clusters"  # see scenemaker_ros.stages.segmentation.BACKENDS
+    backend: str = "boundary_net"  # see scenemaker_ros.stages.segmentation.BACKENDS
     fallback: str = ""  # built instead when backend cannot be (missing weights, no CUDA)
     depth_clusters: DepthClustersConfig = field(default_factory=DepthClustersConfig)
+    boundary_net: BoundaryNetConfig = field(default_factory=BoundaryNetConfig)
     grounded_sam: GroundedSamConfig = field(default_factory=GroundedSamConfig)
 
 
@@ -358,6 +371,28 @@ class PoseTrainConfig:
     threads: int = 0  # torch CPU threads per process; 0: torch's default
 
 
+@dataclass
+class BoundaryTrainConfig:
+    """``scenemaker train segmentation``: the "boundary_net" U-Net on procedural scenes; the
+    plane and candidates follow pipeline.segmentation.depth_clusters."""
+
+    model: Literal["boundary-S", "boundary-XS"] = "boundary-S"
+    steps: int = 12000
+    batch_size: int = 12  # crops per step
+    crop_px: int = 192  # square training crops, a multiple of 16
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decay to lr * this
+    weight_decay: float = 1e-4
+    positive_weight: float = 3.0  # loss weight of boundary pixels (about 1 in 10 candidates)
+    sensor_depth_prob: float = 0.5  # chance a scene is cached with its noisy sensor depth
+    val_scenes: int = 64  # the last cached scenes, held out for validation
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 1000
+    threads: int = 0  # torch CPU threads; 0: torch's default
+
+
 # ---------------------------------------------------------------------------
 # De-occlusion data and fine-tuning
 # ---------------------------------------------------------------------------
@@ -482,6 +517,7 @@ class SceneMakerConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
+    boundary_train: BoundaryTrainConfig = field(default_factory=BoundaryTrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     relations: RelationsConfig = field(default_factory=RelationsConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -548,6 +584,10 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
                               "be > 0")
     if not 0 < seg.plane_min_fraction <= 1:
         raise SceneMakerError(f"{key}plane_min_fraction must be in (0, 1]")
+    net = cfg.segmentation.boundary_net
+    if not 0 < net.threshold < 1 or net.min_seed_pixels < 1 or net.threads < 0:
+        raise SceneMakerError("config: pipeline.segmentation.boundary_net.threshold must be in "
+                              "(0, 1), min_seed_pixels >= 1 and threads >= 0")
     key = "config: pipeline.deocclusion.depth_order."
     if deo.boundary_px < 1 or min(deo.occlusion_margin, deo.crop_margin,
                                   deo.inpaint_iterations) < 0:
@@ -607,6 +647,14 @@ def validate_config(cfg: SceneMakerConfig) -> SceneMakerConfig:
                               "relations.near_distance_m")
     if relations.samples_per_object < 1:
         raise SceneMakerError("config: relations.samples_per_object must be >= 1")
+    bt = cfg.boundary_train
+    if min(bt.steps, bt.batch_size, bt.val_scenes, bt.log_every, bt.checkpoint_every) < 1 or \
+            bt.crop_px < 16 or bt.crop_px % 16:
+        raise SceneMakerError("config: boundary_train counts must be >= 1 and crop_px a "
+                              "multiple of 16")
+    if min(bt.lr, bt.positive_weight) <= 0 or not 0 <= bt.sensor_depth_prob <= 1:
+        raise SceneMakerError("config: boundary_train.lr and positive_weight must be > 0, "
+                              "sensor_depth_prob in [0, 1]")
     _validate_node(cfg.node)
     _validate_deocclusion(cfg)
     return cfg

@@ -447,8 +447,15 @@ def _build_grounded_sam(cfg: SegmentationConfig) -> Segmenter:
     return build_grounded_sam(cfg)
 
 
+def _build_boundary_net(cfg: SegmentationConfig) -> Segmenter:
+    from scenemaker_ros.stages.boundary_net import build_boundary_net  # torch
+
+    return build_boundary_net(cfg)
+
+
 BACKENDS: dict[str, Callable[[SegmentationConfig], Segmenter]] = {
     "depth_clusters": _build_depth_clusters,
+    "boundary_net": _build_boundary_net,
     "grounded_sam": _build_grounded_sam,
 }
 
