@@ -1,6 +1,7 @@
 """Pose estimation at inference: hard inputs, hypothesis scoring, refinement, classical baseline."""
 
 import numpy as np
+from scipy.spatial import cKDTree
 import pytest
 
 from scenemaker_ros.config import PoseConfig, PoseInputConfig
@@ -14,7 +15,8 @@ from scenemaker_ros.pose.refine import (
     DepthView,
     axis_scale_icp,
     fit_score,
-    free_space_fraction,
+    fit_scores,
+    free_space_fractions,
     refine_pose,
 )
 from scenemaker_ros.synth.scenes import generate_scene
@@ -118,9 +120,21 @@ def test_fit_score_prefers_the_truth_and_flags_free_space(scene):
     shifted[:3, 3] += [0.0, 0.0, -0.03]  # 3 cm toward the camera
     assert fit_score(T, surface, observed, view) < fit_score(shifted, surface, observed, view)
     truth = surface @ T[:3, :3].T + T[:3, 3]
-    assert free_space_fraction(truth, view) < 0.02
     posed_shifted = surface @ shifted[:3, :3].T + shifted[:3, 3]
-    assert free_space_fraction(posed_shifted, view) > 0.2
+    free = free_space_fractions(np.stack([truth, posed_shifted]), view)
+    assert free[0] < 0.02 and free[1] > 0.2
+    # one pass over several poses, with or without a shared search tree, scores as one by one
+    obj = scene.scene.objects[k]
+    similar = [compose_pose(obj.rotation, obj.translation + [0.0, 0.01 * i, 0.0],
+                            (1.0 + 0.1 * i) * obj.scale.mean()) for i in range(3)]
+    poses = np.stack([T, shifted] + similar)  # per-axis scales, then similarities
+    one_by_one = [fit_score(P, surface, observed, view) for P in poses]
+    np.testing.assert_allclose(fit_scores(poses, surface, observed, view), one_by_one, rtol=1e-9)
+    np.testing.assert_allclose(fit_scores(poses, surface, observed, view, cKDTree(surface)),
+                               one_by_one, rtol=1e-9)
+    np.testing.assert_allclose(  # similarities only: the tree of the canonical surface serves all
+        fit_scores(np.stack(similar), surface, observed, view, cKDTree(surface)), one_by_one[2:],
+        rtol=1e-9)
 
 
 def test_refinement_recovers_a_perturbed_pose(scene):

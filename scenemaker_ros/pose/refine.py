@@ -54,26 +54,43 @@ class DepthView:
         object.__setattr__(self, "nearest", minimum_filter(depth, size=3, mode="nearest"))
 
 
-def free_space_fraction(points: np.ndarray, view: DepthView) -> float:
-    """Fraction of camera-frame points (N, 3) lying in front of the observed depth (``nearest``) by
-    more than FREE_SPACE_MARGIN_M, among those projecting onto valid depth pixels."""
-    u, v, on_image = pixel_indices(view.K, points, view.depth.shape)
-    observed = view.nearest[v[on_image], u[on_image]]
-    z = points[on_image, 2]
-    valid = np.isfinite(observed)
-    if not valid.any():
-        return 0.0
-    return float(np.mean(z[valid] < observed[valid] - FREE_SPACE_MARGIN_M))
+def free_space_fractions(points: np.ndarray, view: DepthView) -> np.ndarray:
+    """(K,) per set of camera-frame points (K, M, 3): the fraction lying in front of the observed
+    depth (``nearest``) by more than FREE_SPACE_MARGIN_M, among those projecting onto valid
+    depth pixels (0 where none does)."""
+    K, M = points.shape[:2]
+    u, v, on_image = pixel_indices(view.K, points.reshape(-1, 3), view.depth.shape)
+    observed = np.full(K * M, np.inf)
+    observed[on_image] = view.nearest[v[on_image], u[on_image]]
+    valid = np.isfinite(observed).reshape(K, M)
+    inside = (points[..., 2] < observed.reshape(K, M) - FREE_SPACE_MARGIN_M) & valid
+    return inside.sum(1) / np.maximum(valid.sum(1), 1)
+
+
+def fit_scores(Ts: np.ndarray, surface: np.ndarray, observed: np.ndarray, view: DepthView,
+               surface_tree: cKDTree | None = None) -> np.ndarray:
+    """(K,) fit_score of each pose Ts (K, 4, 4) in one pass. surface_tree, a cKDTree of surface,
+    saves a tree per pose when every pose is a similarity (uniform scale s): the observed points
+    go to the canonical frame instead, where distances are 1 / s of the camera frame's."""
+    A, t = Ts[:, :3, :3], Ts[:, :3, 3]
+    posed = np.einsum("kij,mj->kmi", A, surface) + t[:, None]  # (K, M, 3)
+    s2 = np.einsum("kij,kij->k", A, A) / 3  # squared scale of a similarity
+    similar = np.allclose(np.einsum("kji,kjl->kil", A, A), s2[:, None, None] * np.eye(3),
+                          rtol=0, atol=1e-9 * s2.max())
+    if surface_tree is not None and similar:
+        canonical = np.einsum("kij,knj->kni", np.linalg.inv(A), observed[None] - t[:, None])
+        distance = np.sqrt(s2) * surface_tree.query(canonical)[0].mean(1)
+    else:
+        distance = np.array([cKDTree(p).query(observed)[0].mean() for p in posed])
+    size = np.ptp(posed, axis=1).max(1)
+    return distance + FREE_SPACE_WEIGHT * size * free_space_fractions(posed, view)
 
 
 def fit_score(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray,
               view: DepthView) -> float:
     """Lower is better: mean distance (m) from observed points (N, 3) to the canonical surface
     samples (M, 3) posed by T_cam_obj (4, 4), plus the weighted free-space fraction."""
-    posed = transform_points(T_cam_obj, surface)
-    distance = cKDTree(posed).query(observed)[0].mean()
-    size = np.ptp(posed, axis=0).max()
-    return float(distance + FREE_SPACE_WEIGHT * size * free_space_fraction(posed, view))
+    return float(fit_scores(np.asarray(T_cam_obj, float)[None], surface, observed, view)[0])
 
 
 def refine_pose(T_cam_obj: np.ndarray, surface: np.ndarray, observed: np.ndarray,

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from scenemaker_ros.config import DepthClustersConfig, GeometryConfig, RetrievalConfig
 from scenemaker_ros.errors import SceneMakerError
@@ -64,6 +65,7 @@ from scenemaker_ros.pose.refine import (
     PROPER_SIGNS,
     DepthView,
     fit_score,
+    fit_scores,
     principal_axes,
     refine_pose,
 )
@@ -364,9 +366,10 @@ def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: Dept
     for candidate, views in shortlist(observed_d, candidates, cfg.shortlist,
                                       effort * cfg.views_per_candidate):
         coarse = candidate.surface[:len(candidate.surface) // 4]  # random order: a uniform subset
-        for v in views:
-            for T in starts(observed_d, candidate, int(v), to_camera):
-                scored.append(Fit(candidate, T, fit_score(T, coarse, observed, view)))
+        poses = [T for v in views for T in starts(observed_d, candidate, int(v), to_camera)]
+        if poses:  # every start is a similarity: one search tree for them all
+            scores = fit_scores(np.array(poses), coarse, observed, view, cKDTree(coarse))
+            scored += [Fit(candidate, T, float(score)) for T, score in zip(poses, scores)]
     scored.sort(key=lambda fit: fit.score)
     refined = []
     for fit in scored[:effort * cfg.refine_starts]:
