@@ -1,8 +1,8 @@
 """Pose estimation at inference: hard inputs, hypothesis scoring, refinement, classical baseline."""
 
 import numpy as np
-from scipy.spatial import cKDTree
 import pytest
+from scipy.spatial import cKDTree
 
 from scenemaker_ros.config import PoseConfig, PoseInputConfig
 from scenemaker_ros.errors import SceneMakerError
