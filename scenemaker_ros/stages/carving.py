@@ -17,7 +17,8 @@ carving on a support):
    non-convex mesh in metres (step 2: a quarter of the faces, same accuracy). The surface
    moves in by half a voxel (it passes the outer faces of the outermost voxels), and vertices
    that face the camera and fall on the object's mask move along their rays onto the measured
-   depth (within ``snap_voxels``), so the seen side is as sharp as the depth image.
+   depth (within ``snap_voxels``), so the seen side is as sharp as the depth image; vertices
+   below the floor (the lowest voxel layer reaches past it) move up onto it.
 4. Frame (REP 103): z up along the plane normal, x along the footprint's long axis, origin at the
    footprint's centre on its floor. A simulator spawns it standing where it was seen.
 
@@ -101,6 +102,9 @@ class CarvedGeometry:
             filled = plane_columns(seeds, view, plane, floor, voxel, cfg.free_space_margin_m)
         vertices, faces, normals = self.mesh(filled, voxel)
         vertices = snap_to_depth(vertices, normals, mask, view, cfg.snap_voxels * voxel)
+        if plane is not None:  # nothing below the floor (step 3)
+            below = np.minimum(plane.height(vertices) - floor, 0.0)
+            vertices = vertices - below[:, None] * plane.normal
         T_cam_obj = standing_frame(vertices, up)
         return ObjectGeometry(transform_points(np.linalg.inv(T_cam_obj), vertices), faces, LABEL,
                               SOURCE, True, float("nan"), T_cam_obj)
