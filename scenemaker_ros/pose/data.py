@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from scenemaker_ros.config import PoseInputConfig
 from scenemaker_ros.files import atomic_path
 from scenemaker_ros.geometry import sample_surface
+from scenemaker_ros.parallel import map_with_progress
 from scenemaker_ros.pose.inputs import Observation, PoseExample, make_example, observe, pose_targets
 from scenemaker_ros.synth.dataset import SceneDataset
 from scenemaker_ros.synth.scenes import SceneSample
@@ -90,12 +89,8 @@ def load_cache(root: str | Path, split: str, cfg: PoseInputConfig, workers: int 
         if len(scenes) >= n:
             return scenes[:n]
     tasks = [(str(root), split, i, asdict(cfg)) for i in range(n)]
-    bar = dict(total=n, desc=f"pose cache {split}", unit="scene", disable=not progress)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            arrays = list(tqdm(pool.imap(_cache_task, tasks, chunksize=8), **bar))
-    else:
-        arrays = [_cache_task(t) for t in tqdm(tasks, **bar)]
+    arrays = map_with_progress(_cache_task, tasks, workers, f"pose cache {split}",
+                               progress=progress)
     scenes = [{k: torch.from_numpy(v) for k, v in scene.items()} for scene in arrays]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

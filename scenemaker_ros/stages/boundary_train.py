@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.files import atomic_path
 from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.geometry import depth_to_points
+from scenemaker_ros.parallel import map_with_progress
 from scenemaker_ros.pose.train import CsvLog
 from scenemaker_ros.stages.boundary_net import (
     BOUNDARY_MODELS,
@@ -102,12 +102,8 @@ def load_examples(root: Path, split: str, clusters: DepthClustersConfig, cfg: Bo
             return [BoundaryExample(*(t.numpy() for t in e)) for e in cached["examples"]]
     tasks = [(str(root), split, i, asdict(clusters), cfg.sensor_depth_prob, cfg.seed)
              for i in range(n)]
-    bar = dict(total=n, desc=f"boundary cache {split}", unit="scene", disable=not progress)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            arrays = list(tqdm(pool.imap(_cache_task, tasks, chunksize=8), **bar))
-    else:
-        arrays = [_cache_task(t) for t in tqdm(tasks, **bar)]
+    arrays = map_with_progress(_cache_task, tasks, workers, f"boundary cache {split}",
+                               progress=progress)
     examples = [BoundaryExample(**a) for a in arrays if a is not None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
