@@ -14,6 +14,7 @@ from scenemaker_ros.stages.boundary_net import (
     SHIPPED_CHECKPOINT,
     boundary_targets,
     load_boundary_checkpoint,
+    merge_by_colour,
     reattach_across_jumps,
     save_boundary_checkpoint,
 )
@@ -135,3 +136,20 @@ def test_shipped_weights_beat_depth_clusters_on_unseen_scenes(scenes):
     learned, classical = totals["boundary_net"], totals["depth_clusters"]
     assert learned.matched_iou > 0.85 and learned.recall > 0.85 and learned.precision > 0.8
     assert learned.matched_iou > classical.matched_iou
+
+
+def test_parts_of_one_textured_object_merge_and_other_objects_do_not():
+    """A pink / teal checker averages to grey (chromaticities symmetric about it), so only its
+    palette says that two parts belong together; a blue / green checker beside it, and plain
+    grey, stay apart."""
+    rows, cols = np.indices((20, 60))
+    checker = (rows // 4 + cols // 4) % 2 == 0
+    rgb = np.where(checker[..., None], [250, 100, 150], [50, 140, 110]).astype(np.uint8)
+    rgb[:, 40:] = np.where(checker[:, 40:, None], [30, 60, 200], [40, 180, 60])
+    labels = np.repeat(np.repeat([[1, 2, 3]], 20, axis=0), 20, axis=1)  # three 20-column parts
+    merged = merge_by_colour(labels, rgb, 0.03)
+    assert merged[0, 0] == merged[0, 20] != merged[0, 40]
+    grey = np.full((20, 40, 3), 128, np.uint8)
+    grey[:, 20:] = 100
+    two = merge_by_colour(labels[:, :40], grey, 0.03)
+    assert two[0, 0] != two[0, 20]

@@ -19,9 +19,10 @@ segmenter that runs it. Shapes: B batch, C channels, H x W a crop of the frame (
    each object's depth-continuous pieces but its largest join the object they continue
    (``reattach_across_jumps``), so no mask straddles a depth jump it does not own. A candidate
    blob without a seed (an object thinner than the band) is an object of its own.
-5. Touching objects of one colour merge (``merge_one_colour``, depth_clusters' same_color rule:
-   the net splits multi-part objects at their concave joints); clusters below min_pixels are
-   dropped and enclosed holes filled, as in "depth_clusters".
+5. Touching objects of one colour merge (``merge_by_colour``: depth_clusters' same_color rule,
+   or one palette of colours for textured objects; the net splits multi-part objects at their
+   concave joints); clusters below min_pixels are dropped and enclosed holes filled, as in
+   "depth_clusters".
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.geometry import depth_to_points
 from scenemaker_ros.stages.hub import resolve_device
 from scenemaker_ros.stages.segmentation import (
+    SAME_COLOR_MIN_PIXELS,
     Segmentation,
     candidate_pixels,
     components,
@@ -64,6 +66,11 @@ BOUNDARY_RADIUS_PX = 2  # a pixel is "boundary" when another object lies this cl
 INPUT_CHANNELS = 9  # rgb 3, normal 3, relative depth, relative height, candidate
 STRIDE = 16  # crops are padded to multiples of this (four 2x downsamplings)
 TRAINING_FOCAL_PX = 600.0  # the training cameras' focal length (data.camera.fx_range 540-660)
+PALETTE_BIN = 0.02  # chromaticity histogram bin width (one_palette)
+PALETTE_BINS = int(round(1 / PALETTE_BIN))
+PALETTE_OVERLAP = 0.6  # histogram overlap of two regions of one palette
+PALETTE_COLOURED = 0.5  # share of coloured pixels a region needs to take part
+DARK = 60.0  # r + g + b under this: too dark for a reliable chromaticity
 
 
 # -----------------------------------------------------------------------------
@@ -256,7 +263,7 @@ class BoundaryNetSegmenter:
         labels = reattach_across_jumps(watershed(probability, seeds, mask=crop), z,
                                        clusters.depth_jump)
         if clusters.same_color > 0:
-            labels = merge_one_colour(labels, frame.rgb[box], clusters.same_color)
+            labels = merge_by_colour(labels, frame.rgb[box], clusters.same_color)
         blobs, _ = ndimage.label(crop & (labels == 0))  # blobs no seed reached
         labels = np.where(blobs > 0, blobs + labels.max(), labels)
         labels = fill_holes(ranked_labels(labels.ravel(), clusters.min_pixels)
@@ -337,18 +344,45 @@ def reattach_across_jumps(labels: np.ndarray, z: np.ndarray, jump: float) -> np.
     return np.where(moved, target[piece], flat).reshape(h, w)
 
 
-def merge_one_colour(labels: np.ndarray, rgb: np.ndarray, threshold: float) -> np.ndarray:
+def merge_by_colour(labels: np.ndarray, rgb: np.ndarray, threshold: float) -> np.ndarray:
     """labels (h, w) int (0 = none) with touching objects of one colour (``one_colour``, as in
-    "depth_clusters") merged: the net splits multi-part objects at their concave joints, where
-    only colour says that the parts belong together."""
+    "depth_clusters") or of one palette (``one_palette``: textured objects) merged: the net
+    splits multi-part objects at their concave joints, where only colour says that the parts
+    belong together."""
     a, b = label_edges(labels)
     flat = labels.ravel()
     a, b = a[flat[a] != flat[b]], b[flat[a] != flat[b]]
     pairs = np.unique(np.stack([np.minimum(flat[a], flat[b]), np.maximum(flat[a], flat[b])]),
                       axis=1)
     merge = one_colour(rgb, flat, flat > 0, pairs, threshold)
+    merge |= one_palette(rgb, flat, flat > 0, pairs, threshold)
     merged = components(flat.max() + 1, pairs[0, merge], pairs[1, merge])
     return np.where(labels > 0, merged[labels] + 1, 0)
+
+
+def one_palette(rgb: np.ndarray, region: np.ndarray, counted: np.ndarray, pairs: np.ndarray,
+                threshold: float) -> np.ndarray:
+    """(P,) bool: which region pairs (2, P) show one mixture of colours: histograms of their
+    coloured pixels' chromaticity (r, g) (farther than threshold from grey, not dark) that
+    overlap by PALETTE_OVERLAP, both regions at least PALETTE_COLOURED coloured and of at least
+    SAME_COLOR_MIN_PIXELS pixels. The parts of a textured object (checker, stripes) share a
+    palette while their mean colours may differ, or both be grey (complementary colours);
+    rgb (h, w, 3) uint8, region (h * w,) int ids, counted (h * w,) bool."""
+    flat = rgb.reshape(-1, 3)[counted].astype(np.float64) + 1.0
+    brightness = flat.sum(1)
+    chroma = flat / brightness[:, None]
+    ids, n = region[counted], region.max() + 1
+    coloured = (np.linalg.norm(chroma - 1 / 3, axis=1) > threshold) & (brightness > DARK)
+    bins = np.minimum((chroma[:, :2] / PALETTE_BIN).astype(np.int64), PALETTE_BINS - 1)
+    key = (ids * PALETTE_BINS + bins[:, 0]) * PALETTE_BINS + bins[:, 1]
+    hist = np.bincount(key[coloured], minlength=n * PALETTE_BINS ** 2).astype(np.float64)
+    hist = ndimage.uniform_filter(hist.reshape(n, PALETTE_BINS, PALETTE_BINS), (1, 3, 3))
+    hist /= np.maximum(hist.sum((1, 2), keepdims=True), 1e-12)  # neighbouring bins blend
+    sizes = np.bincount(ids, minlength=n)
+    share = np.bincount(ids[coloured], minlength=n) / np.maximum(sizes, 1)
+    usable = (share >= PALETTE_COLOURED) & (sizes >= SAME_COLOR_MIN_PIXELS)
+    overlap = np.minimum(hist[pairs[0]], hist[pairs[1]]).sum((1, 2))
+    return usable[pairs[0]] & usable[pairs[1]] & (overlap >= PALETTE_OVERLAP)
 
 
 def label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
