@@ -223,7 +223,7 @@ class RetrievalConfig:
     max_scale_change: float = 0.5  # ICP may change a library shape's size by this fraction
     min_points: int = 10  # objects with fewer valid depth points get no geometry
     known_max_score: float = 0.025  # a known mesh is accepted below this fit score / its size
-    known_effort: int = 2  # known meshes: this many times the views and refined starts
+    known_effort: int = 3  # known meshes: this many times the views and refined starts
     known_size_tolerance: float = 0.15  # observed extent may exceed the known mesh's by this
     seed: int = 0  # point subsampling: the same frame gives the same geometry
 

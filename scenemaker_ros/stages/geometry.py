@@ -86,6 +86,7 @@ HISTOGRAM_BINS = 8  # centroid-distance histogram over [0, 0.8] e1
 ZBUFFER_CELLS = 24  # per side of a view's orthographic z-buffer, over the normalised frame
 ZBUFFER_DEPTH = 0.03  # samples this far behind the nearest one in their cell are hidden
 KNOWN_SOURCE = "known:"  # ObjectGeometry.source of a user's mesh, before its file name
+KNOWN_GOOD_ENOUGH = 0.5  # a known-mesh fit under this share of known_max_score ends the search
 
 
 # -----------------------------------------------------------------------------
@@ -354,10 +355,12 @@ def starts(observed: Descriptor, candidate: Candidate, view: int, to_camera: np.
 
 
 def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: DepthView,
-                   cfg: RetrievalConfig, effort: int = 1) -> Fit | None:
+                   cfg: RetrievalConfig, effort: int = 1, good_enough: float = 0.0
+                   ) -> Fit | None:
     """The best fit of the candidates onto observed points (N, 3), camera frame (module
-    docstring, steps 2-4), with effort times the configured views and refined starts; None when
-    there are no candidates."""
+    docstring, steps 2-4), with effort times the configured views and refined starts, the
+    refinements stopped at the first fit scoring below good_enough times its candidate's size;
+    None when there are no candidates."""
     if not candidates:
         return None
     observed_d = describe(observed)
@@ -377,6 +380,8 @@ def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: Dept
         T = refine_pose(fit.T_cam_norm, fit.candidate.surface, observed, view,
                         cfg.refine_iterations, change)[0]
         refined.append(Fit(fit.candidate, T, fit_score(T, fit.candidate.dense, observed, view)))
+        if refined[-1].score < good_enough * fit.candidate.size:
+            break
     return min(refined, key=lambda fit: fit.score)
 
 
@@ -407,7 +412,8 @@ class KnownMatcher:
         None when none is accepted."""
         cfg = self.cfg
         observed = thin_points(points, cfg.object_points, rng)
-        fit = fit_candidates(observed, self.candidates, view, cfg, cfg.known_effort)
+        fit = fit_candidates(observed, self.candidates, view, cfg, cfg.known_effort,
+                             KNOWN_GOOD_ENOUGH * cfg.known_max_score)
         if (fit is not None and fit.score < cfg.known_max_score * fit.candidate.size
                 and size_agrees(fit, observed, cfg.known_size_tolerance)):
             return fit.geometry()
