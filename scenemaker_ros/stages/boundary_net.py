@@ -41,17 +41,17 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from scenemaker_ros.config import SegmentationConfig, config_from_dict
+from scenemaker_ros.config import DepthClustersConfig, SegmentationConfig, config_from_dict
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import depth_to_points
 from scenemaker_ros.stages.hub import resolve_device
 from scenemaker_ros.stages.segmentation import (
     SAME_COLOR_MIN_PIXELS,
     Segmentation,
+    SupportPlane,
+    candidate_crop,
     candidate_pixels,
     components,
-    crop_box,
     depth_jumps,
     empty_segmentation,
     fill_holes,
@@ -92,6 +92,20 @@ def boundary_inputs(rgb: np.ndarray, points: np.ndarray, candidate: np.ndarray,
                 normals.transpose(2, 0, 1), relative_depth[None], relative_height[None],
                 candidate[None]]
     return np.ascontiguousarray(np.concatenate(channels), dtype=np.float32)
+
+
+def network_inputs(frame: RGBDFrame, plane: SupportPlane | None, candidate: np.ndarray,
+                   clusters: DepthClustersConfig
+                   ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """The candidates' box (``candidate_crop``), its points (h, w, 3) and the network input
+    (C, h, w) (``boundary_inputs``; heights 0 without a plane): what the segmenter runs the net
+    on and what training caches."""
+    box, K, points = candidate_crop(frame, candidate, clusters)
+    heights = (np.zeros(points.shape[:2], np.float32) if plane is None
+               else plane.pixel_heights(frame.depth[box], K))
+    inputs = boundary_inputs(frame.rgb[box], points, candidate[box], heights,
+                             clusters.normal_smoothing_px)
+    return box, points, inputs
 
 
 def boundary_targets(instance: np.ndarray, radius: int = BOUNDARY_RADIUS_PX) -> np.ndarray:
@@ -245,14 +259,8 @@ class BoundaryNetSegmenter:
         plane, candidate = candidate_pixels(frame, clusters)  # 1.
         if not candidate.any():
             return empty_segmentation(frame.depth.shape, plane)
-        box, K = crop_box(candidate, frame.camera.K, clusters.crease_offset_px + 1)
+        box, points, inputs = network_inputs(frame, plane, candidate, clusters)  # 2.
         crop = candidate[box]
-        points = np.zeros((*crop.shape, 3))
-        points[frame.valid[box]] = depth_to_points(frame.depth[box], K)
-        heights = (np.zeros(crop.shape, np.float32) if plane is None
-                   else plane.pixel_heights(frame.depth[box], K))
-        inputs = boundary_inputs(frame.rgb[box], points, crop, heights,
-                                 clusters.normal_smoothing_px)  # 2.
         probability = self.boundary_probability(inputs, frame.camera.K[0, 0])  # 3.
         z = points[..., 2]
         inside = crop & (probability < self.cfg.threshold) & ~depth_edges(z, crop,

@@ -35,17 +35,16 @@ from scenemaker_ros.config import (
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.files import atomic_path
 from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import depth_to_points
 from scenemaker_ros.parallel import map_with_progress
 from scenemaker_ros.pose.train import CsvLog
 from scenemaker_ros.stages.boundary_net import (
     BOUNDARY_MODELS,
     STRIDE,
-    boundary_inputs,
     boundary_targets,
+    network_inputs,
     save_boundary_checkpoint,
 )
-from scenemaker_ros.stages.segmentation import candidate_pixels, crop_box
+from scenemaker_ros.stages.segmentation import candidate_pixels
 from scenemaker_ros.synth.dataset import SceneDataset
 
 CACHE_VERSION = 1  # bump when scene_example changes
@@ -68,12 +67,8 @@ def scene_example(sample, clusters: DepthClustersConfig, sensor: bool) -> Bounda
     plane, candidate = candidate_pixels(frame, clusters)
     if plane is None or not candidate.any():
         return None
-    box, K = crop_box(candidate, frame.camera.K, clusters.crease_offset_px + 1)
+    box, _, inputs = network_inputs(frame, plane, candidate, clusters)
     crop = candidate[box]
-    points = np.zeros((*crop.shape, 3))
-    points[frame.valid[box]] = depth_to_points(frame.depth[box], K)
-    inputs = boundary_inputs(frame.rgb[box], points, crop, plane.pixel_heights(frame.depth[box], K),
-                             clusters.normal_smoothing_px)
     instance = sample.instance[box].astype(np.int64)
     return BoundaryExample(inputs.astype(np.float16), boundary_targets(instance) & crop,
                            crop & (instance > 0))

@@ -200,9 +200,7 @@ class DepthClusterSegmenter:
         if not candidate.any():
             return empty_segmentation(frame.depth.shape, plane)
         # 4.-6. cluster inside the candidates' bounding box, then paste back
-        box, K = crop_box(candidate, frame.camera.K, cfg.crease_offset_px + 1)
-        points = np.zeros((*candidate[box].shape, 3))
-        points[frame.valid[box]] = depth_to_points(frame.depth[box], K)
+        box, _, points = candidate_crop(frame, candidate, cfg)
         labels, scores = _cluster(frame.rgb[box], points, candidate[box], cfg)
         if not scores.size:
             log.warning("nothing found above the support plane")
@@ -247,6 +245,17 @@ def crop_box(mask: np.ndarray, K: np.ndarray, margin: int
     K[0, 2] -= cols.start
     K[1, 2] -= rows.start
     return (rows, cols), K
+
+
+def candidate_crop(frame: RGBDFrame, candidate: np.ndarray, cfg: DepthClustersConfig
+                   ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """The box around the non-empty candidates (H, W) bool, grown by crease_offset_px + 1 (the
+    crease test looks that far), its pinhole K (3, 3) and its camera-frame points (h, w, 3)
+    metres, 0 where the depth is invalid."""
+    box, K = crop_box(candidate, frame.camera.K, cfg.crease_offset_px + 1)
+    points = np.zeros((*candidate[box].shape, 3))
+    points[frame.valid[box]] = depth_to_points(frame.depth[box], K)
+    return box, K, points
 
 
 def _large_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
