@@ -216,6 +216,15 @@ def _train_segmentation(args: argparse.Namespace) -> None:
     print(f"trained boundary net: {run / 'model.safetensors'}")
 
 
+def _train_completion(args: argparse.Namespace) -> None:
+    from scenemaker_ros.config import load_config
+    from scenemaker_ros.stages.completion_train import train_completion
+
+    cfg = load_config(args.config, _overrides(args.set))
+    run = train_completion(args.data, args.out, cfg, workers=args.workers)
+    print(f"trained completion net: {run / 'model.safetensors'}")
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser, data_help: str, example: str,
                             several: bool = False) -> None:
     """--data (one folder, or several), --out, --workers, --set and --config of a ``train``
@@ -457,6 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "splits; the last boundary_train.val_scenes scenes are held out)",
                             "boundary_train.steps=500", several=True)
     train_segmentation.set_defaults(func=_train_segmentation)
+
+    train_completion = train.add_parser(
+        "completion", help="train the shape-completion net of the 'carving' geometry (resumes "
+        "from OUT/last.pt)")
+    _add_training_arguments(train_completion, "procedural dataset folders (the first "
+                            "completion_train.scenes of their train splits; the last "
+                            "completion_train.val_objects objects are held out)",
+                            "completion_train.steps=500", several=True)
+    train_completion.set_defaults(func=_train_completion)
 
     train_deocclusion = train.add_parser(
         "deocclusion", help="LoRA fine-tuning of FLUX.1 Kontext on de-occlusion triplets (GPU)")

@@ -244,6 +244,11 @@ class CarvingConfig:
     stack_tolerance_m: float = 0.01  # an object stands on another whose top is this close below
     min_points: int = 10  # objects with fewer valid depth points get no geometry
     seed: int = 0  # point subsampling of the known-mesh fits
+    completion: bool = True  # the learned completion of what the view hides (stages/completion)
+    completion_checkpoint: str = ""  # a completion-net safetensors file; empty: the shipped one
+    completion_add: float = 0.5  # hidden space of at least this occupancy probability is added
+    completion_remove: float = 0.1  # carved space below this occupancy probability is removed
+    completion_threads: int = 1  # torch threads of the completion net (0: torch's own)
 
 
 @dataclass
@@ -393,6 +398,28 @@ class BoundaryTrainConfig:
     threads: int = 0  # torch CPU threads; 0: torch's default
 
 
+@dataclass
+class CompletionTrainConfig:
+    """``scenemaker train completion``: the 3D U-Net of the carving geometry's completion on
+    procedural scenes; the plane follows pipeline.segmentation.depth_clusters."""
+
+    model: Literal["completion-S", "completion-XS"] = "completion-S"
+    steps: int = 6000
+    batch_size: int = 16  # objects per step
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decay to lr * this
+    weight_decay: float = 1e-4
+    min_pixels: int = 100  # objects with fewer visible pixels make no example
+    scenes: int = 1500  # scenes of each dataset's train split used (0: all)
+    sensor_depth_prob: float = 0.5  # chance a scene is cached with its noisy sensor depth
+    val_objects: int = 256  # the last cached objects, held out for validation
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 500
+    threads: int = 0  # torch CPU threads; 0: torch's default
+
+
 # ---------------------------------------------------------------------------
 # De-occlusion data and fine-tuning
 # ---------------------------------------------------------------------------
@@ -518,6 +545,7 @@ class SceneMakerConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
     boundary_train: BoundaryTrainConfig = field(default_factory=BoundaryTrainConfig)
+    completion_train: CompletionTrainConfig = field(default_factory=CompletionTrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     relations: RelationsConfig = field(default_factory=RelationsConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -612,6 +640,10 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
             carve.free_space_margin_m, carve.stack_tolerance_m, carve.snap_voxels) < 0:
         raise SceneMakerError(f"{key}0 < min_voxel_m <= max_voxel_m, free_space_margin_m, "
                               "stack_tolerance_m and snap_voxels >= 0")
+    if not 0 <= carve.completion_remove <= carve.completion_add <= 1 or \
+            carve.completion_threads < 0:
+        raise SceneMakerError(f"{key}need 0 <= completion_remove <= completion_add <= 1 and "
+                              "completion_threads >= 0")
     gs, key = cfg.segmentation.grounded_sam, "config: pipeline.segmentation.grounded_sam."
     if not (0 <= gs.box_threshold <= 1 and 0 <= gs.text_threshold <= 1):
         raise SceneMakerError(f"{key}box_threshold and text_threshold must be in [0, 1]")
@@ -655,6 +687,13 @@ def validate_config(cfg: SceneMakerConfig) -> SceneMakerConfig:
     if min(bt.lr, bt.positive_weight) <= 0 or not 0 <= bt.sensor_depth_prob <= 1:
         raise SceneMakerError("config: boundary_train.lr and positive_weight must be > 0, "
                               "sensor_depth_prob in [0, 1]")
+    ct = cfg.completion_train
+    if min(ct.steps, ct.batch_size, ct.val_objects, ct.log_every, ct.checkpoint_every,
+           ct.min_pixels) < 1 or ct.scenes < 0:
+        raise SceneMakerError("config: completion_train counts must be >= 1 (scenes >= 0)")
+    if ct.lr <= 0 or not 0 <= ct.sensor_depth_prob <= 1:
+        raise SceneMakerError("config: completion_train.lr must be > 0, sensor_depth_prob in "
+                              "[0, 1]")
     _validate_node(cfg.node)
     _validate_deocclusion(cfg)
     return cfg

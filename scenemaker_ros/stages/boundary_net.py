@@ -27,10 +27,6 @@ segmenter that runs it. Shapes: B batch, C channels, H x W a crop of the frame (
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +37,9 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from scenemaker_ros.config import DepthClustersConfig, SegmentationConfig, config_from_dict
-from scenemaker_ros.errors import SceneMakerError
+from scenemaker_ros.config import DepthClustersConfig, SegmentationConfig
 from scenemaker_ros.frames import RGBDFrame
+from scenemaker_ros.stages.checkpoints import load_checkpoint, save_checkpoint, torch_threads
 from scenemaker_ros.stages.hub import resolve_device
 from scenemaker_ros.stages.segmentation import (
     SAME_COLOR_MIN_PIXELS,
@@ -198,44 +194,13 @@ BOUNDARY_MODELS = {
 
 
 def save_boundary_checkpoint(path: str | Path, model: BoundaryNet, info: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    from scenemaker_ros.files import atomic_path
-
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "model_config": json.dumps(dataclasses.asdict(model.config)),
-                "info": json.dumps(info)}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_checkpoint(path, model, FORMAT, info)
 
 
 def load_boundary_checkpoint(path: str | Path) -> tuple[BoundaryNet, dict[str, Any]]:
     """(model in eval mode on the CPU, training info); one-line SceneMakerError otherwise."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise SceneMakerError(f"{path}: boundary checkpoint not found "
-                              "(pipeline.segmentation.boundary_net.checkpoint)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise SceneMakerError(f"{path}: not a safetensors file ({err})") from None
-    if metadata.get("format") != FORMAT:
-        raise SceneMakerError(f"{path}: not a scenemaker boundary checkpoint (format "
-                              f"{metadata.get('format')!r}, expected {FORMAT!r})")
-    config = config_from_dict(BoundaryModelConfig, json.loads(metadata["model_config"]),
-                              "model_config.")
-    model = BoundaryNet(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise SceneMakerError(f"{path}: weights do not match the model config in its metadata "
-                              f"({str(err).splitlines()[0]})") from None
-    return model.eval(), json.loads(metadata["info"])
+    return load_checkpoint(path, FORMAT, BoundaryModelConfig, BoundaryNet, "boundary",
+                           "pipeline.segmentation.boundary_net.checkpoint")
 
 
 # -----------------------------------------------------------------------------
@@ -302,18 +267,6 @@ class BoundaryNetSegmenter:
         if size != (h, w):
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to n (0: left as it is) for the block, then restored."""
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def reattach_across_jumps(labels: np.ndarray, z: np.ndarray, jump: float) -> np.ndarray:

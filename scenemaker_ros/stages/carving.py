@@ -47,6 +47,7 @@ from scenemaker_ros.pose.refine import DepthView
 from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry
 
 if TYPE_CHECKING:
+    from scenemaker_ros.stages.completion import ObjectGrid
     from scenemaker_ros.stages.deocclusion import DeoccludedObject
     from scenemaker_ros.stages.segmentation import SupportPlane
 
@@ -54,6 +55,7 @@ LABEL = "object"  # carved meshes carry no class name
 SMOOTHING_VOXELS = 0.5  # Gaussian sigma of the occupancy before marching cubes
 SOURCE = "carved"
 MAX_CELLS_PER_RESOLUTION = 4  # the voxel grows past max_voxel_m beyond this many resolutions
+Completion = tuple["ObjectGrid", np.ndarray]  # an object's grid, its (G, G, G) probabilities
 
 
 class CarvedGeometry:
@@ -66,6 +68,11 @@ class CarvedGeometry:
             raise SceneMakerError("geometry backend 'carving' needs scikit-image "
                                   "(pip install scikit-image)") from e
         self.cfg, self.known, self.marching_cubes = cfg, known, marching_cubes
+        self.completer = None
+        if cfg.completion:
+            from scenemaker_ros.stages.completion import Completer  # torch
+
+            self.completer = Completer(cfg.completion_checkpoint or None, cfg.completion_threads)
 
     def geometry(self, frame: RGBDFrame, points: list[np.ndarray], masks: np.ndarray,
                  crops: list[DeoccludedObject] | None = None,
@@ -73,19 +80,43 @@ class CarvedGeometry:
         view = DepthView(frame.depth, np.asarray(frame.camera.K, np.float64))
         rng = np.random.default_rng(self.cfg.seed)
         floors = support_floors(points, plane, self.cfg)
-        result = []
-        for p, mask, floor in zip(points, masks, floors, strict=True):
+        result: list[ObjectGeometry | None] = [None] * len(points)
+        carved = []
+        for k, p in enumerate(points):
             if len(p) < self.cfg.min_points:
-                result.append(None)
                 continue
-            known = None if self.known is None else self.known.match(p, view, rng)
-            result.append(known or self.carve(p, mask, view, plane, floor))
+            result[k] = None if self.known is None else self.known.match(p, view, rng)
+            if result[k] is None:
+                carved.append(k)
+        completions = self.completions(view, points, masks, plane, floors, carved)
+        for k in carved:
+            result[k] = self.carve(points[k], masks[k], view, plane, floors[k],
+                                   completions.get(k))
         return result
 
+    def completions(self, view: DepthView, points: list[np.ndarray], masks: np.ndarray,
+                    plane: SupportPlane | None, floors: list[float], carved: list[int]
+                    ) -> dict[int, Completion]:
+        """The completion net's grid and occupancy probability of each carved object k, in one
+        batch; none without a plane or with the completion off."""
+        if self.completer is None or plane is None or not carved:
+            return {}
+        from scenemaker_ros.stages.completion import grid_inputs, object_grid
+
+        anything = np.any(masks, axis=0)
+        grids = [object_grid(points[k], plane.normal, floors[k], plane.offset) for k in carved]
+        inputs = np.stack([grid_inputs(grid, view.depth, view.K, masks[k], anything & ~masks[k])
+                           for grid, k in zip(grids, carved, strict=True)])
+        probabilities = self.completer.probabilities(inputs)
+        return {k: (grid, probability)
+                for k, grid, probability in zip(carved, grids, probabilities, strict=True)}
+
     def carve(self, points: np.ndarray, mask: np.ndarray, view: DepthView,
-              plane: SupportPlane | None, floor: float) -> ObjectGeometry:
+              plane: SupportPlane | None, floor: float, completion: Completion | None = None
+              ) -> ObjectGeometry:
         """One object's carved mesh from its observed points (N, 3), camera frame, metres, and
-        visible mask (H, W) bool; floor: its support's height above the plane (m)."""
+        visible mask (H, W) bool; floor: its support's height above the plane (m); completion:
+        the completion net's grid and probability (stages/completion), if any."""
         cfg = self.cfg
         extent = float(np.ptp(points, axis=0).max())
         # at most MAX_CELLS_PER_RESOLUTION * resolution voxels along the longest side, whatever
@@ -100,6 +131,11 @@ class CarvedGeometry:
         else:
             up = plane.normal
             filled = plane_columns(seeds, view, plane, floor, voxel, cfg.free_space_margin_m)
+            if completion is not None:
+                margin = cfg.free_space_margin_m
+                filled = self.completer.complete(
+                    *completion, seeds, filled, voxel, cfg.completion_add, cfg.completion_remove,
+                    lambda p: unseen_prefix(p[:, None], view, margin)[:, 0])
         vertices, faces, normals = self.mesh(filled, voxel)
         vertices = snap_to_depth(vertices, normals, mask, view, cfg.snap_voxels * voxel)
         if plane is not None:  # nothing below the floor (step 3)
