@@ -404,14 +404,14 @@ class CompletionTrainConfig:
     procedural scenes; the plane follows pipeline.segmentation.depth_clusters."""
 
     model: Literal["completion-S", "completion-XS"] = "completion-S"
-    steps: int = 6000
+    steps: int = 12000
     batch_size: int = 16  # objects per step
     lr: float = 2e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decay to lr * this
     weight_decay: float = 1e-4
     min_pixels: int = 100  # objects with fewer visible pixels make no example
-    scenes: int = 1500  # scenes of each dataset's train split used (0: all)
+    scenes: int = 2000  # scenes of each dataset's train split used (0: all)
     sensor_depth_prob: float = 0.5  # chance a scene is cached with its noisy sensor depth
     val_objects: int = 256  # the last cached objects, held out for validation
     seed: int = 0

@@ -2,8 +2,8 @@
 # Retrain the shipped completion net (scenemaker_ros/stages/weights/completion-S.safetensors) from
 # scratch with one command: generate the procedural scenes it learns from (the boundary net's
 # data: 2000 scenes of the default distribution, seed 0, and 3000 contact-rich scenes, seed 2;
-# both resumable), then train with the default schedule (completion_train: the first 1500 scenes
-# of each, 6000 steps; resumes from RUN/last.pt).
+# both resumable), then train with the default schedule (completion_train: the first 2000 scenes
+# of each, 12000 steps; resumes from RUN/last.pt).
 # Usage: bash scripts/train_completion.sh [RUN_DIR] [extra `scenemaker train completion` args]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -169,3 +169,25 @@ def test_shipped_completion_makes_carving_nearer():
         chamfer[completion] = np.mean([s.chamfer_m for sample in samples
                                        for s in evaluate_geometry(backend, sample)])
     assert chamfer[True] < chamfer[False]
+
+
+def test_completion_drops_improbable_samples_and_adds_hidden_probable_space():
+    from scenemaker_ros.stages.completion import Completer, ObjectGrid
+
+    grid = ObjectGrid(np.eye(4), 0.01)
+    probability = np.zeros((GRID, GRID, GRID), np.float32)
+    probability[10:14, 10:14, 10:14] = 1.0  # a 4 cm cube, cells 10-13
+    seeds = np.array([[0.5, 0.5, 0.5]])  # far outside, but seen: always kept
+    inside, outside = np.array([[0.12, 0.12, 0.12]]), np.array([[0.2, 0.2, 0.2]])
+    samples = np.concatenate([inside, outside])
+    completer = Completer()
+    everywhere = completer.complete(grid, probability, seeds, samples, 0.005, 0.5, 0.1,
+                                    lambda p: np.ones(len(p), bool))
+    np.testing.assert_array_equal(everywhere[:2], [seeds[0], inside[0]])
+    added = everywhere[2:]
+    # two points per cell side; the cube's 8 outermost corner points interpolate to 0.75^3 < 0.5
+    assert len(added) == 4 ** 3 * 2 ** 3 - 8
+    assert added.min() > 0.1 and added.max() < 0.14  # inside the cube
+    nowhere = completer.complete(grid, probability, seeds, samples, 0.005, 0.5, 0.1,
+                                 lambda p: np.zeros(len(p), bool))  # all seen through
+    np.testing.assert_array_equal(nowhere, [seeds[0], inside[0]])

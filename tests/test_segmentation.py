@@ -1,7 +1,6 @@
 """Segmentation stage: the support plane, depth/colour/crease cuts, bad frames, scores on scenes."""
 
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -225,14 +224,10 @@ def test_quality_on_fixed_scenes(scenes):
         assert out.plane.normal @ up > 0.999
 
 
-def test_deterministic_and_fast(scenes):
+def test_deterministic(scenes):
+    """The same frame gives the same masks (its speed is a benchmark figure: bench pipeline)."""
     sample = scenes[0]
     frame = RGBDFrame(sample.rgb, sample.depth, sample.scene.camera)
     segmenter = depth_clusters_segmenter()
-    times, outputs = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        outputs.append(segmenter.segment(frame))
-        times.append(time.perf_counter() - start)
+    outputs = [segmenter.segment(frame) for _ in range(3)]
     np.testing.assert_array_equal(outputs[0].masks, outputs[2].masks)
-    assert np.median(times) < 0.75  # about 0.05 s on 2 cores; a loose guard against blow-ups

@@ -114,7 +114,8 @@ def load_examples(root: Path, clusters: DepthClustersConfig, carving: CarvingCon
     n = len(SceneDataset(root, "train"))
     n = min(n, cfg.scenes) if cfg.scenes else n
     key = json.dumps({"version": CACHE_VERSION, "clusters": asdict(clusters),
-                      "carving": asdict(carving), "sensor_depth_prob": cfg.sensor_depth_prob,
+                      "floors": [carving.min_points, carving.stack_tolerance_m],
+                      "sensor_depth_prob": cfg.sensor_depth_prob,
                       "seed": cfg.seed, "min_pixels": cfg.min_pixels, "scenes": n},
                      sort_keys=True)
     path = root / "completion-cache" / f"train-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
