@@ -6,37 +6,30 @@ of its candidates' box (``boundary_inputs``, from the clean or, with ``sensor_de
 noisy depth and the plane fitted to it, exactly as at run time), the boundary targets and the
 pixels the loss counts (candidates on an object). A step draws ``batch_size`` random
 ``crop_px`` crops; the loss is binary cross-entropy weighted ``positive_weight`` on boundary
-pixels. The run folder holds ``config.yaml``, ``train.csv`` (loss, learning rate), ``val.csv``
-(loss, boundary precision / recall / F1 at 0.5 on held-out scenes) and ``model.safetensors``
-(what is shipped); ``last.pt`` resumes (loaded with ``weights_only=True``).
+pixels. ``val.csv`` holds the loss and boundary precision / recall / F1 at 0.5 on held-out
+scenes; the loop, its schedule and the run folder are ``stages.training``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from scenemaker_ros.config import (
     BoundaryTrainConfig,
     DepthClustersConfig,
     SceneMakerConfig,
-    save_config,
 )
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.files import atomic_path
 from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.parallel import map_with_progress
-from scenemaker_ros.pose.train import CsvLog
 from scenemaker_ros.stages.boundary_net import (
     BOUNDARY_MODELS,
     STRIDE,
@@ -45,6 +38,7 @@ from scenemaker_ros.stages.boundary_net import (
     save_boundary_checkpoint,
 )
 from scenemaker_ros.stages.segmentation import candidate_pixels
+from scenemaker_ros.stages.training import train_loop
 from scenemaker_ros.synth.dataset import SceneDataset
 
 CACHE_VERSION = 1  # bump when scene_example changes
@@ -140,15 +134,6 @@ def boundary_loss(logits: torch.Tensor, target: torch.Tensor, counted: torch.Ten
     return loss / counted.sum().clamp(min=1.0)
 
 
-def learning_rate(step: int, cfg: BoundaryTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio at the last step."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), 1.0)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(
-        math.pi * progress)))
-
-
 @torch.no_grad()
 def validate(model, examples: list[BoundaryExample], positive_weight: float) -> dict[str, float]:
     """Loss and boundary precision / recall / F1 at probability 0.5 over whole validation crops."""
@@ -193,52 +178,13 @@ def train_boundary(data_roots: list[str | Path], run_dir: str | Path, config: Sc
                               f"{cfg.val_scenes} held out for validation")
     train, val = examples[:-cfg.val_scenes], examples[-cfg.val_scenes:]
     model = BOUNDARY_MODELS[cfg.model]()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, previous_s, rng = 0, 0.0, np.random.default_rng([cfg.seed, 0])
-    last = run_dir / "last.pt"
-    if last.exists():
-        state = torch.load(last, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, previous_s = int(state["step"]), float(state["elapsed_s"])
-        rng.bit_generator.state = state["numpy_rng"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
 
-    def save() -> None:
-        metrics = validate(model, val, cfg.positive_weight)
-        val_log.write({"step": step, **metrics})
-        info = {"train": asdict(cfg), "data": [str(r) for r in roots], "scenes": len(train),
-                "step": step,
-                "wall_s": round(previous_s + elapsed, 1), "val": metrics}
-        save_boundary_checkpoint(run_dir / "model.safetensors", model, info)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "elapsed_s": previous_s + elapsed, "numpy_rng": rng.bit_generator.state}
-        torch.save(state, run_dir / "last.tmp")
-        os.replace(run_dir / "last.tmp", last)
-        tqdm.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    start, elapsed = time.perf_counter(), 0.0
-    bar = tqdm(total=cfg.steps, initial=step, desc="train segmentation", unit="step",
-               disable=not progress)
-    model.train()
-    while step < cfg.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         inputs, target, counted = random_crops(train, cfg.batch_size, cfg.crop_px, rng)
-        loss = boundary_loss(model(inputs), target, counted, cfg.positive_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        elapsed = time.perf_counter() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.log_every == 0:
-            train_log.write({"step": step, "loss": loss.item(), "lr": learning_rate(step, cfg),
-                             "elapsed_s": elapsed})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save()
-    bar.close()
-    return run_dir
+        return boundary_loss(model(inputs), target, counted, cfg.positive_weight)
+
+    return train_loop(model, cfg, config, run_dir, batch_loss,
+                      lambda: validate(model, val, cfg.positive_weight),
+                      lambda path, info: save_boundary_checkpoint(path, model, info),
+                      {"data": [str(r) for r in roots], "scenes": len(train)},
+                      "train segmentation", progress)

@@ -7,39 +7,33 @@ depth, the plane fitted to it and the object's true visible mask, exactly as the
 them from its segmentation, and the target occupancy of the true mesh at the cell centres. The
 examples are cached beside the data (``completion-cache/``, bit-packed). A step draws
 ``batch_size`` random examples, half of them mirrored across the grid's x axis; the loss is
-binary cross-entropy. The run folder holds ``config.yaml``, ``train.csv``, ``val.csv`` (loss,
-occupancy IoU at 0.5 over all cells and over the cells the camera cannot see) and
-``model.safetensors`` (what is shipped); ``last.pt`` resumes.
+binary cross-entropy. ``val.csv`` holds the loss and the occupancy IoU at 0.5 over all cells
+and over the cells the camera cannot see through; the loop, its schedule and the run folder are
+``stages.training``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from scenemaker_ros.config import (
     CarvingConfig,
     CompletionTrainConfig,
     DepthClustersConfig,
     SceneMakerConfig,
-    save_config,
 )
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.files import atomic_path
 from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.geometry import depth_to_points, transform_points
 from scenemaker_ros.parallel import map_with_progress
-from scenemaker_ros.pose.train import CsvLog
-from scenemaker_ros.stages.boundary_train import learning_rate
 from scenemaker_ros.stages.carving import support_floors
 from scenemaker_ros.stages.completion import (
     COMPLETION_MODELS,
@@ -51,6 +45,7 @@ from scenemaker_ros.stages.completion import (
     training_target,
 )
 from scenemaker_ros.stages.segmentation import candidate_pixels
+from scenemaker_ros.stages.training import train_loop
 from scenemaker_ros.synth.dataset import SceneDataset
 
 CACHE_VERSION = 1  # bump when scene_examples changes
@@ -197,52 +192,12 @@ def train_completion(data_roots: list[str | Path], run_dir: str | Path, config: 
     val = CompletionExamples(everything.inputs[cut:], everything.target[cut:])
     model = COMPLETION_MODELS[cfg.model]()
     assert model.config.in_channels == INPUT_CHANNELS
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, previous_s, rng = 0, 0.0, np.random.default_rng([cfg.seed, 0])
-    last = run_dir / "last.pt"
-    if last.exists():
-        state = torch.load(last, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, previous_s = int(state["step"]), float(state["elapsed_s"])
-        rng.bit_generator.state = state["numpy_rng"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
 
-    def save() -> None:
-        metrics = validate(model, val)
-        val_log.write({"step": step, **metrics})
-        info = {"train": asdict(cfg), "data": [str(r) for r in roots],
-                "objects": len(train.target), "step": step,
-                "wall_s": round(previous_s + elapsed, 1), "val": metrics}
-        save_completion_checkpoint(run_dir / "model.safetensors", model, info)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "elapsed_s": previous_s + elapsed, "numpy_rng": rng.bit_generator.state}
-        torch.save(state, run_dir / "last.tmp")
-        os.replace(run_dir / "last.tmp", last)
-        tqdm.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    start, elapsed = time.perf_counter(), 0.0
-    bar = tqdm(total=cfg.steps, initial=step, desc="train completion", unit="step",
-               disable=not progress)
-    model.train()
-    while step < cfg.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
+    def batch_loss(rng: np.random.Generator) -> torch.Tensor:
         inputs, target = random_batch(train, cfg.batch_size, rng)
-        loss = F.binary_cross_entropy_with_logits(model(inputs), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        elapsed = time.perf_counter() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.log_every == 0:
-            train_log.write({"step": step, "loss": loss.item(), "lr": learning_rate(step, cfg),
-                             "elapsed_s": elapsed})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save()
-    bar.close()
-    return run_dir
+        return F.binary_cross_entropy_with_logits(model(inputs), target)
+
+    return train_loop(model, cfg, config, run_dir, batch_loss, lambda: validate(model, val),
+                      lambda path, info: save_completion_checkpoint(path, model, info),
+                      {"data": [str(r) for r in roots], "objects": len(train.target)},
+                      "train completion", progress)
