@@ -10,10 +10,7 @@ bash scripts/setup.sh
 DATA=${DATA:-data}
 RUN=${1:-runs/boundary-S}
 shift $(( $# > 1 ? 1 : $# ))
-.venv/bin/scenemaker data generate --n 2000 --out "$DATA/segmentation" --seed 0 --workers 2 \
-  --config config/pose_training_data.yaml
-.venv/bin/scenemaker data generate --n 3000 --out "$DATA/segmentation-contact" --seed 2 \
-  --workers 2 --config config/segmentation_contact_data.yaml
+DATA="$DATA" bash scripts/procedural_training_data.sh
 .venv/bin/scenemaker train segmentation --data "$DATA/segmentation" "$DATA/segmentation-contact" \
   --out "$RUN" --workers 2 "$@"
 echo "trained: $RUN/model.safetensors (ship it as scenemaker_ros/stages/weights/boundary-S.safetensors)"

@@ -38,7 +38,7 @@ from scenemaker_ros.stages.boundary_net import (
     save_boundary_checkpoint,
 )
 from scenemaker_ros.stages.segmentation import candidate_pixels
-from scenemaker_ros.stages.training import train_loop
+from scenemaker_ros.stages.training import procedural_roots, train_loop
 from scenemaker_ros.synth.dataset import SceneDataset
 
 CACHE_VERSION = 1  # bump when scene_example changes
@@ -162,12 +162,7 @@ def train_boundary(data_roots: list[str | Path], run_dir: str | Path, config: Sc
     """Train (or resume) a boundary net on the train splits of data_roots (procedural datasets);
     returns the run folder."""
     cfg, clusters = config.boundary_train, config.pipeline.segmentation.depth_clusters
-    roots, run_dir = [Path(r) for r in data_roots], Path(run_dir)
-    for root in roots:
-        if SceneDataset(root, "train").shapes != "procedural":  # also: a clear error if missing
-            raise SceneMakerError(f"{root}: its scenes are built from held-out evaluation "
-                                  f"objects (data.shapes); the boundary net trains on procedural "
-                                  f"shapes only")
+    roots, run_dir = procedural_roots(data_roots, "the boundary net"), Path(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

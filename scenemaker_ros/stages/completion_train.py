@@ -45,7 +45,7 @@ from scenemaker_ros.stages.completion import (
     training_target,
 )
 from scenemaker_ros.stages.segmentation import candidate_pixels
-from scenemaker_ros.stages.training import train_loop
+from scenemaker_ros.stages.training import procedural_roots, train_loop
 from scenemaker_ros.synth.dataset import SceneDataset
 
 CACHE_VERSION = 1  # bump when scene_examples changes
@@ -172,12 +172,7 @@ def train_completion(data_roots: list[str | Path], run_dir: str | Path, config: 
     cfg = config.completion_train
     clusters = config.pipeline.segmentation.depth_clusters
     carving = config.pipeline.geometry.carving
-    roots, run_dir = [Path(r) for r in data_roots], Path(run_dir)
-    for root in roots:
-        if SceneDataset(root, "train").shapes != "procedural":  # also: a clear error if missing
-            raise SceneMakerError(f"{root}: its scenes are built from held-out evaluation "
-                                  f"objects (data.shapes); the completion net trains on "
-                                  f"procedural shapes only")
+    roots, run_dir = procedural_roots(data_roots, "the completion net"), Path(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

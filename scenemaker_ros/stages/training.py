@@ -23,7 +23,21 @@ from torch import nn
 from tqdm import tqdm
 
 from scenemaker_ros.config import SceneMakerConfig, save_config
+from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.pose.train import CsvLog
+from scenemaker_ros.synth.dataset import SceneDataset
+
+
+def procedural_roots(data_roots: list[str | Path], what: str) -> list[Path]:
+    """data_roots as paths, each the folder of a procedural dataset with a train split; a
+    SceneMakerError naming what ("the boundary net") for one built from held-out objects."""
+    roots = [Path(r) for r in data_roots]
+    for root in roots:
+        if SceneDataset(root, "train").shapes != "procedural":  # also: a clear error if missing
+            raise SceneMakerError(f"{root}: its scenes are built from held-out evaluation "
+                                  f"objects (data.shapes); {what} trains on procedural shapes "
+                                  f"only")
+    return roots
 
 
 def learning_rate(step: int, cfg: Any) -> float:
