@@ -11,6 +11,10 @@ carving on a support):
 2. Free space: a column stops at its first sample that the camera sees through (the observed
    depth at its pixel lies more than ``free_space_margin_m`` behind it), so an overhang or a gap
    stays open.
+   Completion (``completion``, on a support plane): a small network trained on procedural scenes
+   (``stages/completion.py``) rates every point of a grid around the object; column samples it
+   rates improbable go (the hidden underside of a ball), and hidden space it rates probable is
+   added (the far slope of a cone, behind its top).
 3. Volume: the samples mark voxels (``resolution`` along the object's longest side, clamped to
    ``min_voxel_m`` .. ``max_voxel_m``), closed by ``closing_iterations`` dilations + erosions and
    filled, then meshed by marching cubes (scikit-image) every ``mesh_step`` voxels: a closed,
