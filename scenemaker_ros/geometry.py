@@ -40,6 +40,18 @@ def sample_surface(vertices, faces, n: int, rng: np.random.Generator) -> np.ndar
     return tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
 
 
+def raycasting_scene(meshes):
+    """An open3d RaycastingScene of meshes, (vertices (V, 3), faces (F, 3)) pairs; a hit's
+    geometry id is its mesh's index. open3d is imported here, on first use."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    for vertices, faces in meshes:
+        scene.add_triangles(o3d.core.Tensor(np.asarray(vertices, dtype=np.float32)),
+                            o3d.core.Tensor(np.asarray(faces, dtype=np.uint32)))
+    return scene
+
+
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a (4, 4) affine transform to (N, 3) points; returns (N, 3) float64."""
     T = np.asarray(T, dtype=np.float64)

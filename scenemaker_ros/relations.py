@@ -38,7 +38,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scenemaker_ros.config import RelationsConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.export.world import WorldFrame, gravity_frame, repaired_mesh
-from scenemaker_ros.geometry import sample_surface, transform_points
+from scenemaker_ros.geometry import raycasting_scene, sample_surface, transform_points
 from scenemaker_ros.scene import Scene, load_scene, posed_vertices, save_scene
 
 PREDICATES = ("on", "supported_by", "touching", "near", "inside", "contains", "left_of",
@@ -90,9 +90,7 @@ def _body(object_id: int, vertices: np.ndarray, faces: np.ndarray, cfg: Relation
     """Samples, box, ray-casting scene and convex hull of a mesh (V, 3) world / (F, 3)."""
     samples = sample_surface(vertices, faces, cfg.samples_per_object, rng)
     oriented = repaired_mesh(vertices, faces)  # outward normals for the facing test
-    surface = o3d.t.geometry.RaycastingScene()
-    surface.add_triangles(o3d.core.Tensor(np.asarray(oriented.vertices, dtype=np.float32)),
-                          o3d.core.Tensor(np.asarray(oriented.faces, dtype=np.uint32)))
+    surface = raycasting_scene([(oriented.vertices, oriented.faces)])
     try:
         hull = ConvexHull(vertices)
         planes, volume = hull.equations, float(hull.volume)

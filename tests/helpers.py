@@ -5,6 +5,7 @@ import open3d as o3d
 import torch
 
 from scenemaker_ros.config import DataConfig, load_config
+from scenemaker_ros.geometry import raycasting_scene
 from scenemaker_ros.pose.model import PoseBatch
 
 
@@ -17,23 +18,16 @@ def small_data_config() -> DataConfig:
     return cfg
 
 
-def _raycasting_scene(vertices: np.ndarray, faces: np.ndarray) -> o3d.t.geometry.RaycastingScene:
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
-                        o3d.core.Tensor(faces.astype(np.uint32)))
-    return scene
-
-
 def surface_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Unsigned distance (N,) from points to a triangle mesh."""
     query = o3d.core.Tensor(points.astype(np.float32))
-    return _raycasting_scene(vertices, faces).compute_distance(query).numpy()
+    return raycasting_scene([(vertices, faces)]).compute_distance(query).numpy()
 
 
 def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Signed distance (N,) from points to a closed triangle mesh, negative inside."""
     query = o3d.core.Tensor(points.astype(np.float32))
-    return _raycasting_scene(vertices, faces).compute_signed_distance(query).numpy()
+    return raycasting_scene([(vertices, faces)]).compute_signed_distance(query).numpy()
 
 
 def make_batch(B: int = 2, K: int = 3, seed: int = 0):

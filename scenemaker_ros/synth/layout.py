@@ -18,7 +18,7 @@ import trimesh
 from scipy.spatial import ConvexHull, QhullError
 
 from scenemaker_ros.config import SceneLayoutConfig
-from scenemaker_ros.geometry import sample_surface, transform_points
+from scenemaker_ros.geometry import raycasting_scene, sample_surface, transform_points
 from scenemaker_ros.synth.shapes import Shape
 
 CONTACT_TOLERANCE_M = 0.0015  # points this close to the surface below count as contacts
@@ -220,10 +220,7 @@ def _raycast(meshes: list[tuple[np.ndarray, np.ndarray]], origins: np.ndarray,
 
     Returns hit distances (N,) (inf on a miss) and the index of the mesh hit (N,).
     """
-    scene = o3d.t.geometry.RaycastingScene()
-    for vertices, faces in meshes:
-        scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
-                            o3d.core.Tensor(faces.astype(np.uint32)))
+    scene = raycasting_scene(meshes)
     rays = np.concatenate([origins, np.broadcast_to(direction, origins.shape)], axis=1)
     hits = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
     return hits["t_hit"].numpy(), hits["geometry_ids"].numpy().astype(np.int64)

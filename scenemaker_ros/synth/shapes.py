@@ -31,6 +31,8 @@ import trimesh
 from scipy.interpolate import PchipInterpolator
 from scipy.spatial import ConvexHull
 
+from scenemaker_ros.geometry import raycasting_scene
+
 Mesh = tuple[np.ndarray, np.ndarray]  # (V, 3) float64 vertices, (F, 3) int64 faces
 Built = tuple[np.ndarray, np.ndarray, str, np.ndarray]  # vertices, faces, symmetry, rotations
 
@@ -702,11 +704,7 @@ def _render(shape: Shape, size: int) -> np.ndarray:
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
     rays = np.concatenate([np.broadcast_to(eye, direction.shape), direction], axis=-1)
 
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(
-        o3d.core.Tensor(shape.vertices.astype(np.float32)),
-        o3d.core.Tensor(shape.faces.astype(np.uint32)),
-    )
+    scene = raycasting_scene([(shape.vertices, shape.faces)])
     hits = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
     hit = np.isfinite(hits["t_hit"].numpy())
     normal = hits["primitive_normals"].numpy()
