@@ -35,7 +35,7 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from scenemaker_ros.geometry import pixel_indices
+from scenemaker_ros.geometry import pixel_indices, raycasting_scene
 from scenemaker_ros.stages.checkpoints import load_checkpoint, save_checkpoint, torch_threads
 
 FORMAT = "scenemaker-completion-1"
@@ -61,8 +61,13 @@ class ObjectGrid:
 
     def centres(self) -> np.ndarray:
         """(G, G, G, 3) camera-frame cell centres."""
-        index = (np.arange(GRID) + 0.5) * self.cell
-        local = np.stack(np.meshgrid(index, index, index, indexing="ij"), axis=-1)
+        index = np.arange(GRID, dtype=np.float64)
+        return self.to_camera(np.stack(np.meshgrid(index, index, index, indexing="ij"), axis=-1))
+
+    def to_camera(self, cells: np.ndarray) -> np.ndarray:
+        """(..., 3) camera-frame points of fractional cell coordinates (..., 3) (centres at
+        integers): the inverse of to_cells."""
+        local = (cells + 0.5) * self.cell
         return local @ self.T_cam_grid[:3, :3].T + self.T_cam_grid[:3, 3]
 
     def to_cells(self, points: np.ndarray) -> np.ndarray:
@@ -120,10 +125,8 @@ def training_target(grid: ObjectGrid, vertices: np.ndarray, faces: np.ndarray) -
     """(G, G, G) bool: the cell centres inside a closed mesh (vertices (V, 3) camera frame)."""
     import open3d as o3d
 
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
-                        o3d.core.Tensor(faces.astype(np.uint32)))
     query = o3d.core.Tensor(grid.centres().reshape(-1, 3).astype(np.float32))
+    scene = raycasting_scene([(vertices, faces)])
     inside = scene.compute_occupancy(query, nsamples=3).numpy() > 0.5
     return inside.reshape(GRID, GRID, GRID)
 
@@ -216,8 +219,8 @@ def load_completion_checkpoint(path: str | Path) -> tuple[CompletionNet, dict]:
 
 
 class Completer:
-    """Runs the net on one object's grid and applies it to carving's samples (module docstring,
-    step 3)."""
+    """Runs the net on the grids of a frame's objects and applies each object's probabilities to
+    carving's samples (module docstring, step 3)."""
 
     def __init__(self, checkpoint: str | Path | None = None, threads: int = 0):
         self.model, self.info = load_completion_checkpoint(checkpoint or SHIPPED_CHECKPOINT)
@@ -240,9 +243,9 @@ class Completer:
                                                mode="constant", cval=0.0) >= remove]
         n = max(1, int(round(grid.cell / step)))
         offsets = (np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
-                   + 0.5) / n  # (n^3, 3) within a cell, in cells
+                   + 0.5) / n - 0.5  # (n^3, 3) about a cell's centre, in cells
         likely = np.argwhere(probability >= add)  # (L, 3) cells
-        local = ((likely[:, None, :] + offsets[None]) * grid.cell).reshape(-1, 3)
-        added = local @ grid.T_cam_grid[:3, :3].T + grid.T_cam_grid[:3, 3]
-        added = added[ndimage.map_coordinates(probability, grid.to_cells(added).T, order=1) >= add]
+        cells = (likely[:, None, :] + offsets[None]).reshape(-1, 3)  # (L n^3, 3)
+        cells = cells[ndimage.map_coordinates(probability, cells.T, order=1) >= add]
+        added = grid.to_camera(cells)
         return np.concatenate([seeds, kept, added[unseen(added)]])
