@@ -1,4 +1,5 @@
-"""Shared 3D geometry helpers (numpy and scipy only): surface sampling, poses, fits, ICP, boxes.
+"""Shared 3D geometry helpers (numpy and scipy only): surface sampling, poses, resting poses,
+fits, ICP, boxes.
 
 Conventions: points are (N, 3) float64 arrays in whatever frame the caller uses (the project's
 scenes use the camera optical frame, in metres); a pose is a (4, 4) float64 matrix
@@ -8,7 +9,7 @@ T = [R @ diag(s) | t] that maps object coordinates to that frame, p' = R @ (s * 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, cKDTree
 
 # -----------------------------------------------------------------------------
 # sampling and transforms
@@ -121,6 +122,80 @@ def decompose_pose(
         raise ValueError("pose has shear; it is not a rotation times a per-axis scale")
     U, _, Vt = np.linalg.svd(R)
     return U @ Vt, T[:3, 3].copy(), s
+
+
+# -----------------------------------------------------------------------------
+# resting on a floor
+
+
+def horizontal_axes(up: np.ndarray) -> np.ndarray:
+    """(3, 2) orthonormal axes perpendicular to the unit vector up (3,), right-handed with it."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 0.0, 1.0])
+    a = np.cross(up, helper)
+    a /= np.linalg.norm(a)
+    return np.stack([a, np.cross(up, a)], axis=1)
+
+
+def resting_rotations(vertices: np.ndarray, center_of_mass: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """How a rigid body of vertices (V, 3) can rest on a floor z = const (z up): the rotations
+    (S, 3, 3) turning each convex-hull facet it can rest on to face down (its outward normal to
+    -z), and the chance (S,) of landing on each (the facet's solid angle seen from the centre of
+    mass (3,)).
+
+    A facet is stable when the centre of mass projects inside it. Coplanar hull triangles are
+    merged into one facet by their plane equation.
+    """
+    hull = ConvexHull(vertices)
+    planes = np.round(hull.equations, 6)  # (T, 4): unit normal, offset; n.x + d <= 0 inside
+    _, facet_of, counts = np.unique(planes, axis=0, return_inverse=True, return_counts=True)
+    facet_of = facet_of.ravel()
+    corners = vertices[hull.simplices] - center_of_mass  # (T, 3, 3)
+    solid = _solid_angles(corners)
+    n = hull.equations[:, :3]
+    height = -(hull.equations[:, :3] @ center_of_mass + hull.equations[:, 3])  # > 0
+    foot = center_of_mass + height[:, None] * n  # (T, 3) centre of mass projected on the plane
+    inside = _point_in_triangles(foot, vertices[hull.simplices], n)
+    stable_facets = np.unique(facet_of[inside])
+    if len(stable_facets) == 0:
+        return np.zeros((0, 3, 3)), np.zeros(0)
+    chance = np.bincount(facet_of, weights=solid, minlength=len(counts))[stable_facets]
+    first = np.array([np.flatnonzero(facet_of == f)[0] for f in stable_facets])
+    return np.array([_rotation_to_down(normal) for normal in n[first]]), chance / chance.sum()
+
+
+def _solid_angles(corners: np.ndarray) -> np.ndarray:
+    """Solid angle (T,) of triangles (T, 3, 3) seen from the origin (Van Oosterom-Strackee)."""
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    numerator = np.abs(np.einsum("ij,ij->i", a, np.cross(b, c)))
+    denominator = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc
+                   + np.einsum("ij,ij->i", a, c) * lb + np.einsum("ij,ij->i", b, c) * la)
+    return 2.0 * np.arctan2(numerator, denominator)
+
+
+def _point_in_triangles(points: np.ndarray, triangles: np.ndarray, normals: np.ndarray
+                        ) -> np.ndarray:
+    """Whether each point (T, 3), lying in its triangle's plane, is inside it (T,) bool.
+
+    Works for either winding: inside means on the same side of all three edges.
+    """
+    sides = np.stack([np.einsum("ij,ij->i", np.cross(triangles[:, (i + 1) % 3] - triangles[:, i],
+                                                     points - triangles[:, i]), normals)
+                      for i in range(3)], axis=1)  # (T, 3)
+    return np.all(sides >= -1e-12, axis=1) | np.all(sides <= 1e-12, axis=1)
+
+
+def _rotation_to_down(normal: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3) turning unit ``normal`` to -z (Rodrigues, the shortest arc)."""
+    down = np.array([0.0, 0.0, -1.0])
+    axis = np.cross(normal, down)
+    sin, cos = np.linalg.norm(axis), float(normal @ down)
+    if sin < 1e-9:
+        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    k = axis / sin
+    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + sin * K + (1.0 - cos) * K @ K
 
 
 # -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Analytic checks of scenemaker_ros.geometry: sampling, poses, Umeyama, ICP, box IoU."""
+"""Analytic checks of scenemaker_ros.geometry: sampling, poses, resting poses, Umeyama, ICP, box
+IoU."""
 
 import numpy as np
 import pytest
@@ -10,11 +11,14 @@ from scenemaker_ros.geometry import (
     aabb_iou_matrix,
     compose_pose,
     decompose_pose,
+    horizontal_axes,
     icp,
+    resting_rotations,
     sample_surface,
     transform_points,
     umeyama,
 )
+from scenemaker_ros.synth.shapes import make_shape
 
 
 def l_shape_points(n: int, seed: int = 0) -> np.ndarray:
@@ -156,3 +160,39 @@ def test_project_points_pinhole_and_behind_camera():
     uv = project_points(K, np.array([[0.2, -0.1, 2.0], [0.0, 0.0, -1.0]]))
     np.testing.assert_allclose(uv[0], [320 + 500 * 0.1, 240 - 400 * 0.05])
     assert np.isnan(uv[1]).all()
+
+
+def _facet_normals(rotations):
+    """The outward normal of the facet each resting rotation (S, 3, 3) turns down: R n = -z."""
+    assert np.allclose(rotations @ rotations.transpose(0, 2, 1), np.eye(3), atol=1e-9)
+    assert np.allclose(np.linalg.det(rotations), 1.0)
+    return -rotations[:, 2, :]
+
+
+def test_resting_rotations_of_a_box_a_cone_and_a_leaning_block():
+    box = make_shape("box", 0)
+    rotations, chance = resting_rotations(box.vertices, box.vertices.mean(axis=0))
+    normals = _facet_normals(rotations)
+    axis_aligned = np.abs(normals).max(axis=1) > 0.999  # its six faces (bevels may balance too)
+    assert axis_aligned.sum() == 6 and np.isclose(chance.sum(), 1.0)
+    assert chance[axis_aligned].sum() > 0.8
+    # a cone with its mass low: the base is by far the likeliest rest
+    cone = make_shape("cone", 0)
+    com = np.array([0.0, 0.0, cone.vertices[:, 2].min() + np.ptp(cone.vertices[:, 2]) / 4])
+    rotations, chance = resting_rotations(cone.vertices, com)
+    normals = _facet_normals(rotations)
+    assert np.allclose(normals[np.argmax(chance)], [0, 0, -1], atol=1e-6)
+    assert chance.max() > 0.3
+    # a strongly leaning parallelepiped cannot rest on its bottom or top: the centre of mass
+    # projects outside them
+    base = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    leaning = np.concatenate([base, base + [2.0, 0.0, 0.5]])
+    normals = _facet_normals(resting_rotations(leaning, leaning.mean(axis=0))[0])
+    assert len(normals) == 4 and np.all(np.abs(normals[:, 2]) < 0.99)
+
+
+def test_horizontal_axes_are_right_handed_with_up():
+    for up in (np.array([0.0, 0.0, 1.0]), np.array([0.96, 0.0, 0.28]), np.array([0.0, -0.6, -0.8])):
+        frame = np.column_stack([horizontal_axes(up), up])
+        np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-12)
+        assert np.isclose(np.linalg.det(frame), 1.0)

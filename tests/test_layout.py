@@ -71,24 +71,3 @@ def test_deterministic():
     assert len(a) == len(b)
     for p, q in zip(a, b):
         np.testing.assert_array_equal(p.T_world_obj, q.T_world_obj)
-
-
-def test_stable_faces_of_a_box_and_a_cone():
-    from scenemaker_ros.synth.layout import stable_faces
-    box = make_shape("box", 0)
-    normals, chance = stable_faces(box.vertices, box.vertices.mean(axis=0))
-    axis_aligned = np.abs(normals).max(axis=1) > 0.999  # its six faces (bevels may balance too)
-    assert axis_aligned.sum() == 6 and np.isclose(chance.sum(), 1.0)
-    assert chance[axis_aligned].sum() > 0.8
-    # a cone with its mass low: the base is by far the likeliest rest
-    cone = make_shape("cone", 0)
-    com = np.array([0.0, 0.0, cone.vertices[:, 2].min() + np.ptp(cone.vertices[:, 2]) / 4])
-    normals, chance = stable_faces(cone.vertices, com)
-    assert np.allclose(normals[np.argmax(chance)], [0, 0, -1], atol=1e-6)
-    assert chance.max() > 0.3
-    # a strongly leaning parallelepiped cannot rest on its bottom or top: the centre of mass
-    # projects outside them
-    base = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
-    leaning = np.concatenate([base, base + [2.0, 0.0, 0.5]])
-    normals, _ = stable_faces(leaning, leaning.mean(axis=0))
-    assert len(normals) == 4 and np.all(np.abs(normals[:, 2]) < 0.99)

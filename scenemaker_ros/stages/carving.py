@@ -46,7 +46,12 @@ from scipy.spatial import ConvexHull, QhullError
 from scenemaker_ros.config import CarvingConfig, GeometryConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.frames import RGBDFrame
-from scenemaker_ros.geometry import compose_pose, pixel_indices, transform_points
+from scenemaker_ros.geometry import (
+    compose_pose,
+    horizontal_axes,
+    pixel_indices,
+    transform_points,
+)
 from scenemaker_ros.pose.refine import DepthView
 from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry
 
@@ -255,14 +260,6 @@ def footprint_holds(flat: np.ndarray, point: np.ndarray) -> bool:
     except QhullError:
         return False
     return bool(np.all(hull.equations[:, :2] @ point + hull.equations[:, 2] <= 1e-12))
-
-
-def horizontal_axes(up: np.ndarray) -> np.ndarray:
-    """(3, 2) orthonormal axes perpendicular to the unit vector up (3,), right-handed with it."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 0.0, 1.0])
-    a = np.cross(up, helper)
-    a /= np.linalg.norm(a)
-    return np.stack([a, np.cross(up, a)], axis=1)
 
 
 def standing_frame(vertices: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -18,7 +18,12 @@ import trimesh
 from scipy.spatial import ConvexHull, QhullError
 
 from scenemaker_ros.config import SceneLayoutConfig
-from scenemaker_ros.geometry import raycasting_scene, sample_surface, transform_points
+from scenemaker_ros.geometry import (
+    raycasting_scene,
+    resting_rotations,
+    sample_surface,
+    transform_points,
+)
 from scenemaker_ros.synth.shapes import Shape
 
 CONTACT_TOLERANCE_M = 0.0015  # points this close to the surface below count as contacts
@@ -137,9 +142,9 @@ def _rest_orientation(shape: Shape, scale: np.ndarray, cfg: SceneLayoutConfig,
     com = mesh.center_mass if mesh.is_watertight else mesh.convex_hull.center_mass
     rest = np.eye(3)
     if rng.random() >= cfg.upright_prob:
-        normals, probs = stable_faces(scaled, com)
-        if len(normals):
-            rest = _rotation_to_down(normals[rng.choice(len(normals), p=probs)])
+        rests, chances = resting_rotations(scaled, com)
+        if len(rests):
+            rest = rests[rng.choice(len(rests), p=chances)]
     yaw = rng.uniform(0.0, 2.0 * np.pi)
     Rz = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0],
                    [0.0, 0.0, 1.0]])
@@ -152,66 +157,6 @@ def _rest_orientation(shape: Shape, scale: np.ndarray, cfg: SceneLayoutConfig,
     points = transform_points(T, np.concatenate([shape.vertices, samples]))
     return _Candidate(vertices=transform_points(T, shape.vertices), faces=shape.faces,
                       points=points, center_of_mass=R @ com + T[:3, 3], T_world_obj=T)
-
-
-def stable_faces(vertices: np.ndarray, center_of_mass: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Outward normals (S, 3) of the convex-hull facets the object can rest on, and the chance
-    (S,) of landing on each (the facet's solid angle seen from the centre of mass).
-
-    A facet is stable when the centre of mass projects inside it. Coplanar hull triangles are
-    merged into one facet by their plane equation.
-    """
-    hull = ConvexHull(vertices)
-    planes = np.round(hull.equations, 6)  # (T, 4): unit normal, offset; n.x + d <= 0 inside
-    _, facet_of, counts = np.unique(planes, axis=0, return_inverse=True, return_counts=True)
-    facet_of = facet_of.ravel()
-    corners = vertices[hull.simplices] - center_of_mass  # (T, 3, 3)
-    solid = _solid_angles(corners)
-    n = hull.equations[:, :3]
-    height = -(hull.equations[:, :3] @ center_of_mass + hull.equations[:, 3])  # > 0
-    foot = center_of_mass + height[:, None] * n  # (T, 3) centre of mass projected on the plane
-    inside = _point_in_triangles(foot, vertices[hull.simplices], n)
-    stable_facets = np.unique(facet_of[inside])
-    if len(stable_facets) == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    chance = np.bincount(facet_of, weights=solid, minlength=len(counts))[stable_facets]
-    first = np.array([np.flatnonzero(facet_of == f)[0] for f in stable_facets])
-    return n[first], chance / chance.sum()
-
-
-def _solid_angles(corners: np.ndarray) -> np.ndarray:
-    """Solid angle (T,) of triangles (T, 3, 3) seen from the origin (Van Oosterom-Strackee)."""
-    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
-    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
-    numerator = np.abs(np.einsum("ij,ij->i", a, np.cross(b, c)))
-    denominator = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc
-                   + np.einsum("ij,ij->i", a, c) * lb + np.einsum("ij,ij->i", b, c) * la)
-    return 2.0 * np.arctan2(numerator, denominator)
-
-
-def _point_in_triangles(points: np.ndarray, triangles: np.ndarray, normals: np.ndarray
-                        ) -> np.ndarray:
-    """Whether each point (T, 3), lying in its triangle's plane, is inside it (T,) bool.
-
-    Works for either winding: inside means on the same side of all three edges.
-    """
-    sides = np.stack([np.einsum("ij,ij->i", np.cross(triangles[:, (i + 1) % 3] - triangles[:, i],
-                                                     points - triangles[:, i]), normals)
-                      for i in range(3)], axis=1)  # (T, 3)
-    return np.all(sides >= -1e-12, axis=1) | np.all(sides <= 1e-12, axis=1)
-
-
-def _rotation_to_down(normal: np.ndarray) -> np.ndarray:
-    """The rotation (3, 3) turning unit ``normal`` to -z (Rodrigues, the shortest arc)."""
-    down = np.array([0.0, 0.0, -1.0])
-    axis = np.cross(normal, down)
-    sin, cos = np.linalg.norm(axis), float(normal @ down)
-    if sin < 1e-9:
-        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
-    k = axis / sin
-    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + sin * K + (1.0 - cos) * K @ K
 
 
 def _raycast(meshes: list[tuple[np.ndarray, np.ndarray]], origins: np.ndarray,
