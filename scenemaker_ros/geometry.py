@@ -9,7 +9,7 @@ T = [R @ diag(s) | t] that maps object coordinates to that frame, p' = R @ (s * 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import ConvexHull, cKDTree
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 # -----------------------------------------------------------------------------
 # sampling and transforms
@@ -136,6 +136,19 @@ def horizontal_axes(up: np.ndarray) -> np.ndarray:
     return np.stack([a, np.cross(up, a)], axis=1)
 
 
+def solid_centroid(vertices: np.ndarray) -> np.ndarray:
+    """Centre of mass (3,) of the convex hull of vertices (V, 3) taken as a uniform solid; their
+    mean when the hull is flat."""
+    try:
+        hull = ConvexHull(vertices)
+    except QhullError:
+        return vertices.mean(axis=0)
+    apex = vertices[hull.vertices].mean(axis=0)
+    tetrahedra = vertices[hull.simplices] - apex  # (T, 3, 3) the hull's faces seen from inside
+    volumes = np.abs(np.linalg.det(tetrahedra))  # (T,) six times each volume
+    return apex + (volumes[:, None] * tetrahedra.sum(axis=1) / 4).sum(axis=0) / volumes.sum()
+
+
 def resting_rotations(vertices: np.ndarray, center_of_mass: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """How a rigid body of vertices (V, 3) can rest on a floor z = const (z up): the rotations
@@ -144,9 +157,12 @@ def resting_rotations(vertices: np.ndarray, center_of_mass: np.ndarray
     mass (3,)).
 
     A facet is stable when the centre of mass projects inside it. Coplanar hull triangles are
-    merged into one facet by their plane equation.
+    merged into one facet by their plane equation. A flat body (no hull volume) has none.
     """
-    hull = ConvexHull(vertices)
+    try:
+        hull = ConvexHull(vertices)
+    except QhullError:
+        return np.zeros((0, 3, 3)), np.zeros(0)
     planes = np.round(hull.equations, 6)  # (T, 4): unit normal, offset; n.x + d <= 0 inside
     _, facet_of, counts = np.unique(planes, axis=0, return_inverse=True, return_counts=True)
     facet_of = facet_of.ravel()

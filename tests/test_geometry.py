@@ -15,6 +15,7 @@ from scenemaker_ros.geometry import (
     icp,
     resting_rotations,
     sample_surface,
+    solid_centroid,
     transform_points,
     umeyama,
 )
@@ -196,3 +197,14 @@ def test_horizontal_axes_are_right_handed_with_up():
         frame = np.column_stack([horizontal_axes(up), up])
         np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-12)
         assert np.isclose(np.linalg.det(frame), 1.0)
+
+
+def test_solid_centroid_of_a_box_a_cone_and_a_flat_sheet():
+    box = trimesh.creation.box(bounds=[[0, 0, 0], [1.0, 2.0, 3.0]])
+    extra = np.concatenate([box.vertices, [[0.1, 0.1, 0.1]] * 50])  # interior points: no weight
+    np.testing.assert_allclose(solid_centroid(extra), [0.5, 1.0, 1.5], atol=1e-12)
+    cone = trimesh.creation.cone(radius=1.0, height=2.0, sections=64)  # base at z = 0
+    np.testing.assert_allclose(solid_centroid(cone.vertices), [0.0, 0.0, 0.5], atol=1e-9)
+    sheet = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
+    np.testing.assert_allclose(solid_centroid(sheet), [0.5, 0.5, 0.0])
+    assert resting_rotations(sheet, solid_centroid(sheet))[0].shape == (0, 3, 3)

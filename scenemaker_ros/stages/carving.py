@@ -31,7 +31,8 @@ along the viewing rays instead, as deep as the object is wide, and the frame's z
 up (-y).
 
 Known-object mode works as in "retrieval" (its ``known_*`` settings): the user's meshes are fitted
-first and an object none of them explains is carved. The mesh is metric and already posed, so the
+first, also from their resting poses on the object's floor, and an object none of them explains
+is carved. The mesh is metric and already posed, so the
 pipeline keeps its pose (the pose model places canonical meshes: "retrieval", "image_to_3d").
 """
 
@@ -53,7 +54,7 @@ from scenemaker_ros.geometry import (
     transform_points,
 )
 from scenemaker_ros.pose.refine import DepthView
-from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry
+from scenemaker_ros.stages.geometry import KnownMatcher, KnownObject, ObjectGeometry, Support
 
 if TYPE_CHECKING:
     from scenemaker_ros.stages.completion import ObjectGrid
@@ -94,7 +95,8 @@ class CarvedGeometry:
         for k, p in enumerate(points):
             if len(p) < self.cfg.min_points:
                 continue
-            result[k] = None if self.known is None else self.known.match(p, view, rng)
+            support = None if plane is None else Support(plane, floors[k])
+            result[k] = None if self.known is None else self.known.match(p, view, rng, support)
             if result[k] is None:
                 carved.append(k)
         completions = self.completions(view, points, masks, plane, floors, carved)

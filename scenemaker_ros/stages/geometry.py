@@ -28,7 +28,12 @@ The embedded "retrieval" backend (CPU, numpy/scipy, no weights; the default is "
    (scale-aware ICP, rigid for known meshes), rescored on the dense samples, and the lowest
    score wins.
 5. Known-object mode: the known meshes are fitted first, rigidly and with ``known_effort`` times
-   the views and refined starts; the best is accepted when its score is below
+   the views and refined starts. Given what the object stands on (``Support``: the support
+   plane and the floor's height, which the carving backend passes), each known mesh also
+   starts from its resting poses (``resting_starts``: its RESTING_POSES likeliest convex-hull
+   facets down, RESTING_YAWS turns about the plane's normal, lowest point on the floor, slid
+   along the plane onto the observed points), since tabletop objects mostly lie at rest; these
+   compete with the axis starts. The best is accepted when its score is below
    ``known_max_score`` times its size (the score's floor, the spacing of the samples, grows
    with the size) and the observed extent exceeds its visible extent by at most
    ``known_size_tolerance``; otherwise the object falls back to the procedural library. Each
@@ -56,7 +61,10 @@ from scenemaker_ros.frames import RGBDFrame
 from scenemaker_ros.geometry import (
     compose_pose,
     depth_to_points,
+    horizontal_axes,
+    resting_rotations,
     sample_surface,
+    solid_centroid,
     transform_points,
 )
 from scenemaker_ros.metrics import _chamfer_fscore
@@ -87,6 +95,10 @@ ZBUFFER_CELLS = 24  # per side of a view's orthographic z-buffer, over the norma
 ZBUFFER_DEPTH = 0.03  # samples this far behind the nearest one in their cell are hidden
 KNOWN_SOURCE = "known:"  # ObjectGeometry.source of a user's mesh, before its file name
 KNOWN_GOOD_ENOUGH = 0.5  # a known-mesh fit under this share of known_max_score ends the search
+RESTING_POSES = 8  # a known mesh's likeliest resting poses tried on the support (step 5)
+RESTING_YAWS = 16  # turns about the support's normal per resting pose (ICP closes the gaps)
+RESTING_SLIDES = 10  # at most this many steps slide each resting start along the support,
+RESTING_SLIDE_DONE_M = 0.0005  # fewer once no start moves further than this (m)
 
 
 # -----------------------------------------------------------------------------
@@ -202,7 +214,9 @@ class Candidate:
     box centred, longest side 1), dense (4 M, 3) more of them, which rank the final fits (the
     samples' spacing biases fit_score); to_normalised (4, 4): mesh frame -> normalised frame; size:
     longest side in the mesh's units; views: one Descriptor per visible view, directions (D, 3)
-    their view directions (normalised frame, camera -> object), vectors (D, 2 + bins)."""
+    their view directions (normalised frame, camera -> object), vectors (D, 2 + bins); rests
+    (S, 3, 3) the rotations setting a known mesh down on its S likeliest resting facets (z up,
+    normalised frame; none for library shapes), lows (S,) its lowest z in each."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -216,6 +230,8 @@ class Candidate:
     views: list[Descriptor]
     directions: np.ndarray
     vectors: np.ndarray
+    rests: np.ndarray
+    lows: np.ndarray
 
 
 def make_candidate(vertices: np.ndarray, faces: np.ndarray, label: str, source: str,
@@ -233,9 +249,14 @@ def make_candidate(vertices: np.ndarray, faces: np.ndarray, label: str, source: 
         if len(seen) >= 3:
             directions.append(direction)
             views.append(describe(seen))
+    rests, lows = np.zeros((0, 3, 3)), np.zeros(0)
+    if metric:  # known meshes: how they can stand on a support (centre of mass: the hull's)
+        rests, chances = resting_rotations(normalised, solid_centroid(normalised))
+        rests = rests[np.argsort(-chances, kind="stable")[:RESTING_POSES]]
+        lows = (normalised @ rests.transpose(0, 2, 1))[..., 2].min(axis=1)
     return Candidate(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), label,
                      source, metric, surface, dense, to_normalised, 1 / to_normalised[0, 0], views,
-                     np.array(directions), np.stack([v.vector for v in views]))
+                     np.array(directions), np.stack([v.vector for v in views]), rests, lows)
 
 
 def shape_library(cfg: RetrievalConfig) -> list[Candidate]:
@@ -354,13 +375,55 @@ def starts(observed: Descriptor, candidate: Candidate, view: int, to_camera: np.
     return result
 
 
+@dataclass(frozen=True)
+class Support:
+    """What an object stands on: the support plane, and the floor's height above it (m): 0 on
+    the plane, the top of the object under it when stacked."""
+
+    plane: SupportPlane
+    floor: float
+
+
+def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
+                   coarse: np.ndarray, coarse_tree: cKDTree) -> np.ndarray:
+    """Poses T_cam_norm (K, 4, 4) of a known mesh standing on the support in each of its resting
+    poses, turned about the support's normal in RESTING_YAWS steps, its lowest point on the
+    floor, then slid along the support by steps that move its nearest surface samples (coarse
+    (M, 3), normalised frame, in coarse_tree) onto the observed points (N, 3): RESTING_SLIDES at
+    most, fewer once none moves RESTING_SLIDE_DONE_M."""
+    up, size = support.plane.normal, candidate.size
+    flat = horizontal_axes(up)  # (3, 2)
+    yaw = 2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS
+    turns = np.zeros((RESTING_YAWS, 3, 3))
+    turns[:, 0, 0], turns[:, 0, 1], turns[:, 2, 2] = np.cos(yaw), -np.sin(yaw), 1.0
+    turns[:, 1, 0], turns[:, 1, 1] = np.sin(yaw), np.cos(yaw)
+    upright = np.column_stack([flat, up])  # support frame (z up) -> camera frame
+    R = (upright @ turns[:, None] @ candidate.rests[None]).reshape(-1, 3, 3)  # (K, 3, 3)
+    lows = np.tile(candidate.lows, RESTING_YAWS)  # (K,) in the order of R
+    centre = observed.mean(axis=0)
+    foot = centre - support.plane.height(centre) * up  # under the observed centroid
+    t = foot + (support.floor - size * lows)[:, None] * up  # (K, 3)
+    for _ in range(RESTING_SLIDES):
+        canonical = np.einsum("kji,knj->kni", R, observed[None] - t[:, None]) / size  # (K, N, 3)
+        nearest = coarse_tree.query(canonical)[1]
+        posed = size * np.einsum("kij,knj->kni", R, coarse[nearest]) + t[:, None]
+        slide = ((observed[None] - posed).mean(axis=1) @ flat) @ flat.T  # (K, 3)
+        t = t + slide
+        if np.abs(slide).max() < RESTING_SLIDE_DONE_M:
+            break
+    T = np.tile(np.eye(4), (len(R), 1, 1))
+    T[:, :3, :3], T[:, :3, 3] = size * R, t
+    return T
+
+
 def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: DepthView,
-                   cfg: RetrievalConfig, effort: int = 1, good_enough: float = 0.0
-                   ) -> Fit | None:
+                   cfg: RetrievalConfig, effort: int = 1, good_enough: float = 0.0,
+                   support: Support | None = None) -> Fit | None:
     """The best fit of the candidates onto observed points (N, 3), camera frame (module
-    docstring, steps 2-4), with effort times the configured views and refined starts, the
+    docstring, steps 2-5), with effort times the configured views and refined starts, the
     refinements stopped at the first fit scoring below good_enough times its candidate's size;
-    None when there are no candidates."""
+    known meshes also start from their resting poses on the support, when given. None when
+    there are no candidates."""
     if not candidates:
         return None
     observed_d = describe(observed)
@@ -369,9 +432,12 @@ def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: Dept
     for candidate, views in shortlist(observed_d, candidates, cfg.shortlist,
                                       effort * cfg.views_per_candidate):
         coarse = candidate.surface[:len(candidate.surface) // 4]  # random order: a uniform subset
+        coarse_tree = cKDTree(coarse)
         poses = [T for v in views for T in starts(observed_d, candidate, int(v), to_camera)]
+        if support is not None and len(candidate.rests):
+            poses += list(resting_starts(candidate, observed, support, coarse, coarse_tree))
         if poses:  # every start is a similarity: one search tree for them all
-            scores = fit_scores(np.array(poses), coarse, observed, view, cKDTree(coarse))
+            scores = fit_scores(np.array(poses), coarse, observed, view, coarse_tree)
             scored += [Fit(candidate, T, float(score)) for T, score in zip(poses, scores)]
     scored.sort(key=lambda fit: fit.score)
     refined = []
@@ -406,14 +472,14 @@ class KnownMatcher:
         self.candidates = [make_candidate(k.vertices, k.faces, k.label, KNOWN_SOURCE + k.path.name,
                                           True, cfg) for k in known]
 
-    def match(self, points: np.ndarray, view: DepthView, rng: np.random.Generator
-              ) -> ObjectGeometry | None:
+    def match(self, points: np.ndarray, view: DepthView, rng: np.random.Generator,
+              support: Support | None = None) -> ObjectGeometry | None:
         """The known mesh fitted rigidly onto observed points (N, 3), camera frame, metres, or
-        None when none is accepted."""
+        None when none is accepted; support: what the object stands on, if known."""
         cfg = self.cfg
         observed = thin_points(points, cfg.object_points, rng)
         fit = fit_candidates(observed, self.candidates, view, cfg, cfg.known_effort,
-                             KNOWN_GOOD_ENOUGH * cfg.known_max_score)
+                             KNOWN_GOOD_ENOUGH * cfg.known_max_score, support)
         if (fit is not None and fit.score < cfg.known_max_score * fit.candidate.size
                 and size_agrees(fit, observed, cfg.known_size_tolerance)):
             return fit.geometry()
