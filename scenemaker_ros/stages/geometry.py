@@ -99,6 +99,7 @@ RESTING_POSES = 8  # a known mesh's likeliest resting poses tried on the support
 RESTING_YAWS = 16  # turns about the support's normal per resting pose (ICP closes the gaps)
 RESTING_SLIDES = 10  # at most this many steps slide each resting start along the support,
 RESTING_SLIDE_DONE_M = 0.0005  # fewer once no start moves further than this (m)
+RESTING_SLIDE_POINTS = 64  # observed points (an even subset) that guide the slides
 
 
 # -----------------------------------------------------------------------------
@@ -390,7 +391,8 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
     poses, turned about the support's normal in RESTING_YAWS steps, its lowest point on the
     floor, then slid along the support by steps that move its nearest surface samples (coarse
     (M, 3), normalised frame, in coarse_tree) onto the observed points (N, 3): RESTING_SLIDES at
-    most, fewer once none moves RESTING_SLIDE_DONE_M."""
+    most, fewer once none moves RESTING_SLIDE_DONE_M; RESTING_SLIDE_POINTS of the observed points
+    guide them."""
     up, size = support.plane.normal, candidate.size
     flat = horizontal_axes(up)  # (3, 2)
     yaw = 2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS
@@ -403,11 +405,12 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
     centre = observed.mean(axis=0)
     foot = centre - support.plane.height(centre) * up  # under the observed centroid
     t = foot + (support.floor - size * lows)[:, None] * up  # (K, 3)
+    guides = observed[::max(1, len(observed) // RESTING_SLIDE_POINTS)]  # (n, 3)
     for _ in range(RESTING_SLIDES):
-        canonical = np.einsum("kji,knj->kni", R, observed[None] - t[:, None]) / size  # (K, N, 3)
+        canonical = np.einsum("kji,knj->kni", R, guides[None] - t[:, None]) / size  # (K, n, 3)
         nearest = coarse_tree.query(canonical)[1]
         posed = size * np.einsum("kij,knj->kni", R, coarse[nearest]) + t[:, None]
-        slide = ((observed[None] - posed).mean(axis=1) @ flat) @ flat.T  # (K, 3)
+        slide = ((guides[None] - posed).mean(axis=1) @ flat) @ flat.T  # (K, 3)
         t = t + slide
         if np.abs(slide).max() < RESTING_SLIDE_DONE_M:
             break
