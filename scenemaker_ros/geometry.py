@@ -136,6 +136,14 @@ def horizontal_axes(up: np.ndarray) -> np.ndarray:
     return np.stack([a, np.cross(up, a)], axis=1)
 
 
+def rotations_about_z(angles: np.ndarray) -> np.ndarray:
+    """Rotations (K, 3, 3) by angles (K,) radians about z, counter-clockwise seen from +z."""
+    c, s = np.cos(angles), np.sin(angles)
+    R = np.zeros((len(angles), 3, 3))
+    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1], R[:, 2, 2] = c, -s, s, c, 1.0
+    return R
+
+
 def solid_centroid(vertices: np.ndarray) -> np.ndarray:
     """Centre of mass (3,) of the convex hull of vertices (V, 3) taken as a uniform solid; their
     mean when the hull is flat."""

@@ -63,6 +63,7 @@ from scenemaker_ros.geometry import (
     depth_to_points,
     horizontal_axes,
     resting_rotations,
+    rotations_about_z,
     sample_surface,
     solid_centroid,
     transform_points,
@@ -395,10 +396,7 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
     guide them."""
     up, size = support.plane.normal, candidate.size
     flat = horizontal_axes(up)  # (3, 2)
-    yaw = 2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS
-    turns = np.zeros((RESTING_YAWS, 3, 3))
-    turns[:, 0, 0], turns[:, 0, 1], turns[:, 2, 2] = np.cos(yaw), -np.sin(yaw), 1.0
-    turns[:, 1, 0], turns[:, 1, 1] = np.sin(yaw), np.cos(yaw)
+    turns = rotations_about_z(2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS)
     upright = np.column_stack([flat, up])  # support frame (z up) -> camera frame
     R = (upright @ turns[:, None] @ candidate.rests[None]).reshape(-1, 3, 3)  # (K, 3, 3)
     lows = np.tile(candidate.lows, RESTING_YAWS)  # (K,) in the order of R

@@ -21,6 +21,7 @@ from scenemaker_ros.config import SceneLayoutConfig
 from scenemaker_ros.geometry import (
     raycasting_scene,
     resting_rotations,
+    rotations_about_z,
     sample_surface,
     transform_points,
 )
@@ -146,9 +147,7 @@ def _rest_orientation(shape: Shape, scale: np.ndarray, cfg: SceneLayoutConfig,
         if len(rests):
             rest = rests[rng.choice(len(rests), p=chances)]
     yaw = rng.uniform(0.0, 2.0 * np.pi)
-    Rz = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0],
-                   [0.0, 0.0, 1.0]])
-    R = Rz @ rest
+    R = rotations_about_z(np.array([yaw]))[0] @ rest
     T = np.eye(4)
     T[:3, :3] = R @ np.diag(scale)
     vertices = transform_points(T, shape.vertices)
