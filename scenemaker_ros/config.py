@@ -225,6 +225,8 @@ class RetrievalConfig:
     known_max_score: float = 0.025  # a known mesh is accepted below this fit score / its size
     known_effort: int = 3  # known meshes: this many times the views and refined starts
     known_size_tolerance: float = 0.15  # observed extent may exceed the known mesh's by this
+    known_explain_m: float = 0.01  # (carving) an unmatched object's points this close to a
+    known_fragment_share: float = 0.8  # matched known mesh are its; with this share, a fragment
     seed: int = 0  # point subsampling: the same frame gives the same geometry
 
 
@@ -628,9 +630,12 @@ def _validate_pipeline(cfg: PipelineConfig) -> None:
            geo.refine_starts, geo.known_effort) < 1 or min(geo.surface_points,
                                                            geo.object_points, geo.min_points) < 3:
         raise SceneMakerError(f"{key}counts must be >= 1 (points >= 3)")
-    if min(geo.max_scale_change, geo.known_max_score, geo.known_size_tolerance) < 0:
-        raise SceneMakerError(f"{key}max_scale_change, known_max_score and known_size_tolerance "
-                              "must be >= 0")
+    if min(geo.max_scale_change, geo.known_max_score, geo.known_size_tolerance,
+           geo.known_explain_m) < 0:
+        raise SceneMakerError(f"{key}max_scale_change, known_max_score, known_size_tolerance "
+                              "and known_explain_m must be >= 0")
+    if not 0 < geo.known_fragment_share <= 1:
+        raise SceneMakerError(f"{key}known_fragment_share must be in (0, 1]")
     carve, key = cfg.geometry.carving, "config: pipeline.geometry.carving."
     if (carve.resolution < 4 or carve.min_points < 3 or carve.closing_iterations < 0
             or carve.mesh_step < 1):

@@ -103,7 +103,8 @@ class ScenePipeline:
                                                 crops=deoccluded, plane=segmentation.plane)
         kept = [k for k, g in enumerate(geometries) if g is not None]
         for k in sorted(set(range(len(geometries))) - set(kept)):
-            warnings.append(f"object {k}: too few depth points for a geometry, left out")
+            warnings.append(f"object {k}: no geometry (too few depth points, or a fragment of "
+                            "a known object), left out")
         # 4. poses: the model for canonical meshes (library, generated), refined together with
         #    the geometry's own fit; metric meshes (known, carved) keep theirs (no model run)
         modelled, posed = [k for k in kept if not geometries[k].metric], {}

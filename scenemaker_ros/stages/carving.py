@@ -31,13 +31,16 @@ along the viewing rays instead, as deep as the object is wide, and the frame's z
 up (-y).
 
 Known-object mode works as in "retrieval" (its ``known_*`` settings): the user's meshes are fitted
-first, also from their resting poses on the object's floor, and an object none of them explains
-is carved. The mesh is metric and already posed, so the
+first, also from their resting poses on the object's floor. Then the segmentation's slips are
+mended (``explain_away``): an unmatched object's points that lie on a matched mesh are that
+object's, so a fragment of it goes, and an object merged with part of it is matched again on
+the rest. An object none of them explains is carved. The mesh is metric and already posed, so the
 pipeline keeps its pose (the pose model places canonical meshes: "retrieval", "image_to_3d").
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,6 +63,8 @@ if TYPE_CHECKING:
     from scenemaker_ros.stages.completion import ObjectGrid
     from scenemaker_ros.stages.deocclusion import DeoccludedObject
     from scenemaker_ros.stages.segmentation import SupportPlane
+
+log = logging.getLogger(__name__)
 
 LABEL = "object"  # carved meshes carry no class name
 SMOOTHING_VOXELS = 0.5  # Gaussian sigma of the occupancy before marching cubes
@@ -99,11 +104,56 @@ class CarvedGeometry:
             result[k] = None if self.known is None else self.known.match(p, view, rng, support)
             if result[k] is None:
                 carved.append(k)
+        if self.known is not None and len(carved) < len(points):
+            points, masks = list(points), masks.copy()  # explain_away replaces some
+            carved = self.explain_away(points, masks, result, carved, view, rng, plane, floors)
         completions = self.completions(view, points, masks, plane, floors, carved)
         for k in carved:
             result[k] = self.carve(points[k], masks[k], view, plane, floors[k],
                                    completions.get(k))
         return result
+
+    def explain_away(self, points: list[np.ndarray], masks: np.ndarray,
+                     result: list[ObjectGeometry | None], unmatched: list[int], view: DepthView,
+                     rng: np.random.Generator, plane: SupportPlane | None, floors: list[float]
+                     ) -> list[int]:
+        """Known-object mode, after the first matches (result, in place): points of one object
+        that lie on another's matched known mesh (``KnownMatcher.on_matched``) are that
+        object's, which the segmentation cut in pieces or merged with it. An object with a share
+        of at least ``known_fragment_share`` of them (or fewer than min_points of its own) is a
+        fragment and goes, whether matched itself (to a copy of the mesh, on a fragment: the
+        larger object wins) or not; an unmatched object loses them (points[k] and masks[k]
+        change: pass copies) and the rest is matched again. Returns the objects still
+        unmatched, to carve."""
+        share = self.known.cfg.known_fragment_share
+        kept = []
+        for k in sorted((k for k, g in enumerate(result) if g is not None),
+                        key=lambda k: -len(points[k])):
+            if self.known.on_matched(points[k], [result[j] for j in kept]).mean() >= share:
+                log.info("object %d: its known mesh lies on a larger object's: a fragment of "
+                         "it, left out", k)
+                result[k] = None
+            else:
+                kept.append(k)
+        matched = [result[j] for j in kept]
+        still = []
+        for k in unmatched:
+            on = self.known.on_matched(points[k], matched)
+            if not on.any():
+                still.append(k)
+                continue
+            if on.mean() >= share or (~on).sum() < self.cfg.min_points:
+                log.info("object %d: %d of its %d points lie on a matched known mesh: a "
+                         "fragment of it, left out", k, on.sum(), len(on))
+                continue
+            u, v, _ = pixel_indices(view.K, points[k][on], masks[k].shape)
+            masks[k][v, u] = False  # the points' own pixels: always on the image
+            points[k] = points[k][~on]
+            support = None if plane is None else Support(plane, floors[k])
+            result[k] = self.known.match(points[k], view, rng, support)
+            if result[k] is None:
+                still.append(k)
+        return still
 
     def completions(self, view: DepthView, points: list[np.ndarray], masks: np.ndarray,
                     plane: SupportPlane | None, floors: list[float], carved: list[int]

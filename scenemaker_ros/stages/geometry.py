@@ -62,6 +62,7 @@ from scenemaker_ros.geometry import (
     compose_pose,
     depth_to_points,
     horizontal_axes,
+    raycasting_scene,
     resting_rotations,
     rotations_about_z,
     sample_surface,
@@ -485,6 +486,18 @@ class KnownMatcher:
                 and size_agrees(fit, observed, cfg.known_size_tolerance)):
             return fit.geometry()
         return None
+
+    def on_matched(self, points: np.ndarray, matched: list[ObjectGeometry]) -> np.ndarray:
+        """(N,) bool: which points (N, 3), camera frame, lie within ``known_explain_m`` of the
+        surface of a matched known mesh (matched: their ObjectGeometry, posed by T_cam_obj)."""
+        if not matched or not len(points):
+            return np.zeros(len(points), bool)
+        import open3d as o3d  # the distance queries; a dependency of the renderer as well
+
+        surfaces = raycasting_scene([(transform_points(g.T_cam_obj, g.vertices), g.faces)
+                                     for g in matched])
+        query = o3d.core.Tensor(np.asarray(points, np.float32))
+        return surfaces.compute_distance(query).numpy() < self.cfg.known_explain_m
 
 
 class RetrievalGeometry:
