@@ -31,7 +31,8 @@ The embedded "retrieval" backend (CPU, numpy/scipy, no weights; the default is "
    the views and refined starts. Given what the object stands on (``Support``: the support
    plane and the floor's height, which the carving backend passes), each known mesh also
    starts from its resting poses (``resting_starts``: its RESTING_POSES likeliest convex-hull
-   facets down, RESTING_YAWS turns about the plane's normal, lowest point on the floor, slid
+   facets down, RESTING_YAWS turns about the plane's normal, lowest point on the floor, under
+   the observed centroid and where a vote of observed points and seen samples puts it, slid
    along the plane onto the observed points), since tabletop objects mostly lie at rest; these
    compete with the axis starts. The best is accepted when its score is below
    ``known_max_score`` times its size (the score's floor, the spacing of the samples, grows
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from scenemaker_ros.config import DepthClustersConfig, GeometryConfig, RetrievalConfig
@@ -101,7 +103,9 @@ RESTING_POSES = 8  # a known mesh's likeliest resting poses tried on the support
 RESTING_YAWS = 16  # turns about the support's normal per resting pose (ICP closes the gaps)
 RESTING_SLIDES = 10  # at most this many steps slide each resting start along the support,
 RESTING_SLIDE_DONE_M = 0.0005  # fewer once no start moves further than this (m)
-RESTING_SLIDE_POINTS = 64  # observed points (an even subset) that guide the slides
+RESTING_SLIDE_POINTS = 64  # observed points (an even subset) that guide the slides and votes
+VOTE_SAMPLES = 128  # a resting start's seen surface samples that vote for its shift
+VOTE_CELLS_PER_SIZE = 20  # the vote's cells per the mesh's size
 
 
 # -----------------------------------------------------------------------------
@@ -182,19 +186,24 @@ def view_directions(n: int) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
 
 
-def visible_from(points: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """(N,) bool: which of points (N, 3), in a normalised frame (longest side 1), a camera
-    looking along direction (3,) unit sees, by an orthographic z-buffer of ZBUFFER_CELLS."""
-    u = np.cross(direction, [1.0, 0.0, 0.0] if abs(direction[0]) < 0.9 else [0.0, 1.0, 0.0])
-    u /= np.linalg.norm(u)
-    plane = np.stack([u, np.cross(direction, u)], axis=1)  # (3, 2) image axes
-    cells = np.clip(((points @ plane + 1) / 2 * ZBUFFER_CELLS).astype(np.int64), 0,
-                    ZBUFFER_CELLS - 1)
-    cell = cells[:, 0] * ZBUFFER_CELLS + cells[:, 1]
-    depth = points @ direction
-    nearest = np.full(ZBUFFER_CELLS**2, np.inf)
+def visible_from(points: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """(N,) bool, or (K, N) for directions (K, 3): which of points (N, 3), in a normalised frame
+    (longest side 1), a camera looking along direction (3,) unit sees, by an orthographic
+    z-buffer of ZBUFFER_CELLS per side."""
+    d = np.atleast_2d(directions)  # (K, 3)
+    helper = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    u = np.cross(d, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    plane = np.stack([u, np.cross(d, u)], axis=2)  # (K, 3, 2) image axes
+    cells = np.clip(((np.einsum("nj,kjc->knc", points, plane) + 1) / 2 * ZBUFFER_CELLS)
+                    .astype(np.int64), 0, ZBUFFER_CELLS - 1)  # (K, N, 2)
+    cell = (np.arange(len(d))[:, None] * ZBUFFER_CELLS + cells[..., 0]) * ZBUFFER_CELLS \
+        + cells[..., 1]  # (K, N), one z-buffer per direction
+    depth = d @ points.T  # (K, N)
+    nearest = np.full(len(d) * ZBUFFER_CELLS**2, np.inf)
     np.minimum.at(nearest, cell, depth)
-    return depth <= nearest[cell] + ZBUFFER_DEPTH
+    seen = depth <= nearest[cell] + ZBUFFER_DEPTH
+    return seen if np.ndim(directions) == 2 else seen[0]
 
 
 def thin_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -391,10 +400,12 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
                    coarse: np.ndarray, coarse_tree: cKDTree) -> np.ndarray:
     """Poses T_cam_norm (K, 4, 4) of a known mesh standing on the support in each of its resting
     poses, turned about the support's normal in RESTING_YAWS steps, its lowest point on the
-    floor, then slid along the support by steps that move its nearest surface samples (coarse
-    (M, 3), normalised frame, in coarse_tree) onto the observed points (N, 3): RESTING_SLIDES at
-    most, fewer once none moves RESTING_SLIDE_DONE_M; RESTING_SLIDE_POINTS of the observed points
-    guide them."""
+    floor, each put in two places: under the observed points' (N, 3) centroid, and shifted as
+    ``voted_shifts`` says (the centroid misleads when much of the object is hidden); then slid
+    along the support by steps that move its nearest surface samples (coarse (M, 3), normalised
+    frame, in coarse_tree) onto the observed points, until a step moves it less than
+    RESTING_SLIDE_DONE_M, RESTING_SLIDES at most. RESTING_SLIDE_POINTS of the observed points
+    guide the votes and slides."""
     up, size = support.plane.normal, candidate.size
     flat = horizontal_axes(up)  # (3, 2)
     turns = rotations_about_z(2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS)
@@ -405,17 +416,51 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
     foot = centre - support.plane.height(centre) * up  # under the observed centroid
     t = foot + (support.floor - size * lows)[:, None] * up  # (K, 3)
     guides = observed[::max(1, len(observed) // RESTING_SLIDE_POINTS)]  # (n, 3)
+    # each pose from two places: under the observed centroid, and where the vote puts it
+    t = np.concatenate([t, t + voted_shifts(R, t, size, coarse, guides, flat, up)])
+    R = np.concatenate([R, R])
+    moving = np.arange(len(R))  # the starts still sliding
     for _ in range(RESTING_SLIDES):
-        canonical = np.einsum("kji,knj->kni", R, guides[None] - t[:, None]) / size  # (K, n, 3)
+        Rm, tm = R[moving], t[moving]
+        canonical = np.einsum("kji,knj->kni", Rm, guides[None] - tm[:, None]) / size  # (k, n, 3)
         nearest = coarse_tree.query(canonical)[1]
-        posed = size * np.einsum("kij,knj->kni", R, coarse[nearest]) + t[:, None]
-        slide = ((guides[None] - posed).mean(axis=1) @ flat) @ flat.T  # (K, 3)
-        t = t + slide
-        if np.abs(slide).max() < RESTING_SLIDE_DONE_M:
+        posed = size * np.einsum("kij,knj->kni", Rm, coarse[nearest]) + tm[:, None]
+        slide = ((guides[None] - posed).mean(axis=1) @ flat) @ flat.T  # (k, 3)
+        t[moving] = tm + slide
+        moving = moving[np.abs(slide).max(axis=1) >= RESTING_SLIDE_DONE_M]
+        if not len(moving):
             break
     T = np.tile(np.eye(4), (len(R), 1, 1))
     T[:, :3, :3], T[:, :3, 3] = size * R, t
     return T
+
+
+def voted_shifts(R: np.ndarray, t: np.ndarray, size: float, samples: np.ndarray,
+                 guides: np.ndarray, flat: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(K, 3) horizontal shifts (along flat (3, 2)) of starts (rotations R (K, 3, 3), positions
+    t (K, 3), scale size) that put the most of the samples the camera sees (VOTE_SAMPLES of
+    samples (M, 3), normalised frame) under the guides (n, 3): every guide-sample pair votes for
+    the shift joining them, in cells of size / VOTE_CELLS_PER_SIZE up to one size either way
+    (a Hough transform); the most voted cell (3 x 3 sums) wins."""
+    K = len(R)
+    toward = np.einsum("kji,kj->ki", R, t / np.linalg.norm(t, axis=1, keepdims=True))
+    chosen = np.empty((K, VOTE_SAMPLES), np.int64)  # an even subset of each start's seen samples
+    for k, seen in enumerate(visible_from(samples, toward)):
+        seen = np.flatnonzero(seen)
+        chosen[k] = seen[np.linspace(0, len(seen) - 1, VOTE_SAMPLES).astype(np.int64)]
+    axes = np.column_stack([flat, up])  # (3, 3): horizontal axes, then up
+    across = size * np.einsum("kij,ic->kjc", R, axes)  # (K, 3, 3): normalised -> support frame
+    posed = np.einsum("kmj,kjc->kmc", samples[chosen], across) + (t @ axes)[:, None]  # (K, S, 3)
+    cell = size / VOTE_CELLS_PER_SIZE
+    bins = 2 * VOTE_CELLS_PER_SIZE  # shifts up to one size either way
+    offsets = (guides @ axes)[None, :, None] - posed[:, None]  # (K, n, S, 3)
+    index = np.floor(offsets[..., :2] / cell).astype(np.int64) + bins // 2
+    ok = np.all((index >= 0) & (index < bins), axis=-1) & (np.abs(offsets[..., 2]) < cell)
+    cells = (np.arange(K)[:, None, None] * bins + index[..., 0]) * bins + index[..., 1]
+    votes = np.bincount(cells[ok], minlength=K * bins * bins).reshape(K, bins, bins)
+    votes = ndimage.uniform_filter(votes.astype(np.float32), size=(1, 3, 3), mode="constant")
+    peak = np.stack(np.unravel_index(votes.reshape(K, -1).argmax(axis=1), (bins, bins)), axis=1)
+    return ((peak - bins // 2 + 0.5) * cell) @ flat.T
 
 
 def fit_candidates(observed: np.ndarray, candidates: list[Candidate], view: DepthView,
