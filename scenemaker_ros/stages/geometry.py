@@ -105,6 +105,7 @@ RESTING_SLIDES = 10  # at most this many steps slide each resting start along th
 RESTING_SLIDE_DONE_M = 0.0005  # fewer once no start moves further than this (m)
 RESTING_SLIDE_POINTS = 64  # observed points (an even subset) that guide the slides and votes
 VOTE_SAMPLES = 128  # a resting start's seen surface samples that vote for its shift
+RESTING_KEPT = 32  # the resting starts nearest the guides after the slides go on to scoring
 VOTE_CELLS_PER_SIZE = 20  # the vote's cells per the mesh's size
 
 
@@ -405,7 +406,8 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
     along the support by steps that move its nearest surface samples (coarse (M, 3), normalised
     frame, in coarse_tree) onto the observed points, until a step moves it less than
     RESTING_SLIDE_DONE_M, RESTING_SLIDES at most. RESTING_SLIDE_POINTS of the observed points
-    guide the votes and slides."""
+    guide the votes and slides; the RESTING_KEPT starts whose samples lie nearest the guides
+    are returned, in their order (rests x yaws, under the centroid first)."""
     up, size = support.plane.normal, candidate.size
     flat = horizontal_axes(up)  # (3, 2)
     turns = rotations_about_z(2 * np.pi * np.arange(RESTING_YAWS) / RESTING_YAWS)
@@ -430,6 +432,10 @@ def resting_starts(candidate: Candidate, observed: np.ndarray, support: Support,
         moving = moving[np.abs(slide).max(axis=1) >= RESTING_SLIDE_DONE_M]
         if not len(moving):
             break
+    canonical = np.einsum("kji,knj->kni", R, guides[None] - t[:, None]) / size  # (K, n, 3)
+    residual = coarse_tree.query(canonical)[0].mean(axis=1)  # (K,) normalised units
+    kept = np.sort(np.argsort(residual, kind="stable")[:RESTING_KEPT])  # in their order
+    R, t = R[kept], t[kept]
     T = np.tile(np.eye(4), (len(R), 1, 1))
     T[:, :3, :3], T[:, :3, 3] = size * R, t
     return T
