@@ -225,8 +225,8 @@ class RetrievalConfig:
     known_max_score: float = 0.025  # a known mesh is accepted below this fit score / its size
     known_effort: int = 3  # known meshes: this many times the views and refined starts
     known_size_tolerance: float = 0.15  # observed extent may exceed the known mesh's by this
-    known_explain_m: float = 0.01  # (carving) an unmatched object's points this close to a
-    known_fragment_share: float = 0.8  # matched known mesh are its; with this share, a fragment
+    known_explain_m: float = 0.01  # carving: points this close to a matched known mesh are its
+    known_fragment_share: float = 0.8  # carving: an object with this share of them is a fragment
     seed: int = 0  # point subsampling: the same frame gives the same geometry
 
 
