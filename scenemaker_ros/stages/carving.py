@@ -95,18 +95,19 @@ class CarvedGeometry:
         view = DepthView(frame.depth, np.asarray(frame.camera.K, np.float64))
         rng = np.random.default_rng(self.cfg.seed)
         floors = support_floors(points, plane, self.cfg)
+        supports = [None if plane is None else Support(plane, floor) for floor in floors]
         result: list[ObjectGeometry | None] = [None] * len(points)
         carved = []
         for k, p in enumerate(points):
             if len(p) < self.cfg.min_points:
                 continue
-            support = None if plane is None else Support(plane, floors[k])
-            result[k] = None if self.known is None else self.known.match(p, view, rng, support)
+            result[k] = None if self.known is None else self.known.match(p, view, rng,
+                                                                         supports[k])
             if result[k] is None:
                 carved.append(k)
         if self.known is not None and len(carved) < len(points):
             points, masks = list(points), masks.copy()  # explain_away replaces some
-            carved = self.explain_away(points, masks, result, carved, view, rng, plane, floors)
+            carved = self.explain_away(points, masks, result, carved, view, rng, supports)
         completions = self.completions(view, points, masks, plane, floors, carved)
         for k in carved:
             result[k] = self.carve(points[k], masks[k], view, plane, floors[k],
@@ -115,8 +116,7 @@ class CarvedGeometry:
 
     def explain_away(self, points: list[np.ndarray], masks: np.ndarray,
                      result: list[ObjectGeometry | None], unmatched: list[int], view: DepthView,
-                     rng: np.random.Generator, plane: SupportPlane | None, floors: list[float]
-                     ) -> list[int]:
+                     rng: np.random.Generator, supports: list[Support | None]) -> list[int]:
         """Known-object mode, after the first matches (result, in place): points of one object
         that lie on another's matched known mesh (``KnownMatcher.on_matched``) are that
         object's, which the segmentation cut in pieces or merged with it. An object with a share
@@ -129,16 +129,15 @@ class CarvedGeometry:
         kept = []
         for k in sorted((k for k, g in enumerate(result) if g is not None),
                         key=lambda k: -len(points[k])):
-            if self.known.on_matched(points[k], [result[j] for j in kept]).mean() >= share:
+            if self.known.on_matched([points[k]], [result[j] for j in kept])[0].mean() >= share:
                 log.info("object %d: its known mesh lies on a larger object's: a fragment of "
                          "it, left out", k)
                 result[k] = None
             else:
                 kept.append(k)
-        matched = [result[j] for j in kept]
         still = []
-        for k in unmatched:
-            on = self.known.on_matched(points[k], matched)
+        ons = self.known.on_matched([points[k] for k in unmatched], [result[j] for j in kept])
+        for k, on in zip(unmatched, ons, strict=True):
             if not on.any():
                 still.append(k)
                 continue
@@ -149,8 +148,7 @@ class CarvedGeometry:
             u, v, _ = pixel_indices(view.K, points[k][on], masks[k].shape)
             masks[k][v, u] = False  # the points' own pixels: always on the image
             points[k] = points[k][~on]
-            support = None if plane is None else Support(plane, floors[k])
-            result[k] = self.known.match(points[k], view, rng, support)
+            result[k] = self.known.match(points[k], view, rng, supports[k])
             if result[k] is None:
                 still.append(k)
         return still

@@ -104,8 +104,8 @@ RESTING_YAWS = 16  # turns about the support's normal per resting pose (ICP clos
 RESTING_SLIDES = 10  # at most this many steps slide each resting start along the support,
 RESTING_SLIDE_DONE_M = 0.0005  # fewer once no start moves further than this (m)
 RESTING_SLIDE_POINTS = 64  # observed points (an even subset) that guide the slides and votes
-VOTE_SAMPLES = 128  # a resting start's seen surface samples that vote for its shift
 RESTING_KEPT = 32  # the resting starts nearest the guides after the slides go on to scoring
+VOTE_SAMPLES = 128  # a resting start's seen surface samples that vote for its shift
 VOTE_CELLS_PER_SIZE = 20  # the vote's cells per the mesh's size
 
 
@@ -538,17 +538,19 @@ class KnownMatcher:
             return fit.geometry()
         return None
 
-    def on_matched(self, points: np.ndarray, matched: list[ObjectGeometry]) -> np.ndarray:
-        """(N,) bool: which points (N, 3), camera frame, lie within ``known_explain_m`` of the
-        surface of a matched known mesh (matched: their ObjectGeometry, posed by T_cam_obj)."""
-        if not matched or not len(points):
-            return np.zeros(len(points), bool)
+    def on_matched(self, point_sets: list[np.ndarray], matched: list[ObjectGeometry]
+                   ) -> list[np.ndarray]:
+        """For each of point_sets ((N, 3) each, camera frame), (N,) bool: which points lie
+        within ``known_explain_m`` of the surface of a matched known mesh (matched: their
+        ObjectGeometry, posed by T_cam_obj)."""
+        if not matched:
+            return [np.zeros(len(points), bool) for points in point_sets]
         import open3d as o3d  # the distance queries; a dependency of the renderer as well
 
         surfaces = raycasting_scene([(transform_points(g.T_cam_obj, g.vertices), g.faces)
                                      for g in matched])
-        query = o3d.core.Tensor(np.asarray(points, np.float32))
-        return surfaces.compute_distance(query).numpy() < self.cfg.known_explain_m
+        return [surfaces.compute_distance(o3d.core.Tensor(np.asarray(points, np.float32)))
+                .numpy() < self.cfg.known_explain_m for points in point_sets]
 
 
 class RetrievalGeometry:
