@@ -7,7 +7,9 @@ import trimesh
 from scenemaker_ros.config import CarvingConfig, load_config
 from scenemaker_ros.geometry import depth_to_points, transform_points
 from scenemaker_ros.pose.refine import DepthView
+from scenemaker_ros.stages import completion
 from scenemaker_ros.stages.carving import snap_to_depth, support_floors, unseen_prefix
+from scenemaker_ros.stages.completion import grid_inputs
 from scenemaker_ros.stages.geometry import build_geometry, evaluate_geometry, posed_chamfer
 from scenemaker_ros.stages.segmentation import SupportPlane, fit_support_plane
 from scenemaker_ros.synth.scenes import generate_scene
@@ -130,11 +132,13 @@ def test_known_meshes_first_then_carving(geometry_cfg, tmp_path):
     assert [g.source for g in result] == ["known:mug.ply", "known:mug.ply", "carved"]
 
 
-def test_segmentation_slips_mended_by_matched_known_meshes(geometry_cfg, tmp_path):
+def test_segmentation_slips_mended_by_matched_known_meshes(geometry_cfg, tmp_path,
+                                                          monkeypatch):
     """Two mugs and a box, segmented badly: mug 0 loses a fragment of its pixels (the right
     fifth) to a segment of its own, and the box's segment takes in the right fifth of mug 1.
     The fragment lies on the mug matched to the rest of mug 0, so it goes; the mug part of the
-    box's segment leaves it, and the box is carved from its own points only."""
+    box's segment leaves it, and the box is carved from its own points only. The completion
+    net sees the pixels the box lost as another object's, as in its training."""
     mug, box = make_shape("mug", 5), make_shape("box", 3)
     data = _data_config(min_size_m=0.1, max_size_m=0.1, anisotropy=0.0, stacking_prob=0.0)
     sample = generate_scene(data, np.random.default_rng(8), shapes=[mug, mug, box])
@@ -153,9 +157,17 @@ def test_segmentation_slips_mended_by_matched_known_meshes(geometry_cfg, tmp_pat
         depth_to_points(frame.depth, frame.camera.K, true_masks[2])], true_masks[[0, 0, 1, 2]],
         plane=plane)[3]
 
+    others = []  # the completion net's "other objects" input of each carved object
+
+    def recording_grid_inputs(grid, depth, K, mask, other):
+        others.append(other)
+        return grid_inputs(grid, depth, K, mask, other)
+
+    monkeypatch.setattr(completion, "grid_inputs", recording_grid_inputs)
     result = build_geometry(geometry_cfg, tmp_path).geometry(frame, points, masks, plane=plane)
     assert [None if g is None else g.source for g in result] == [
         "known:mug.ply", None, "known:mug.ply", "carved"]
+    assert len(others) == 1 and others[0][slice_of_mug & (frame.depth > 0)].mean() > 0.99
     carved, alone = (transform_points(g.T_cam_obj, g.vertices) for g in (result[3], box_alone))
     assert np.abs(np.ptp(carved, axis=0) - np.ptp(alone, axis=0)).max() < 0.005
 

@@ -105,10 +105,11 @@ class CarvedGeometry:
                                                                          supports[k])
             if result[k] is None:
                 carved.append(k)
+        anything = np.any(masks, axis=0)  # every object's pixels, those mending moves included
         if self.known is not None and len(carved) < len(points):
             points, masks = list(points), masks.copy()  # explain_away replaces some
             carved = self.explain_away(points, masks, result, carved, view, rng, supports)
-        completions = self.completions(view, points, masks, plane, floors, carved)
+        completions = self.completions(view, points, masks, anything, plane, floors, carved)
         for k in carved:
             result[k] = self.carve(points[k], masks[k], view, plane, floors[k],
                                    completions.get(k))
@@ -154,15 +155,15 @@ class CarvedGeometry:
         return still
 
     def completions(self, view: DepthView, points: list[np.ndarray], masks: np.ndarray,
-                    plane: SupportPlane | None, floors: list[float], carved: list[int]
-                    ) -> dict[int, Completion]:
+                    anything: np.ndarray, plane: SupportPlane | None, floors: list[float],
+                    carved: list[int]) -> dict[int, Completion]:
         """The completion net's grid and occupancy probability of each carved object k, in one
-        batch; none without a plane or with the completion off."""
+        batch (anything (H, W) bool: the pixels of all objects, the net's other objects' input
+        where masks[k] is not); none without a plane or with the completion off."""
         if self.completer is None or plane is None or not carved:
             return {}
         from scenemaker_ros.stages.completion import grid_inputs, object_grid
 
-        anything = np.any(masks, axis=0)
         grids = [object_grid(points[k], plane.normal, floors[k], plane.offset) for k in carved]
         inputs = np.stack([grid_inputs(grid, view.depth, view.K, masks[k], anything & ~masks[k])
                            for grid, k in zip(grids, carved, strict=True)])
