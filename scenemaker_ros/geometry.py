@@ -53,6 +53,13 @@ def raycasting_scene(meshes):
     return scene
 
 
+def surface_distances(scene, points: np.ndarray) -> np.ndarray:
+    """Exact distance (N,) from points (N, 3) to the surfaces of a ``raycasting_scene``."""
+    import open3d as o3d
+
+    return scene.compute_distance(o3d.core.Tensor(np.asarray(points, np.float32))).numpy()
+
+
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a (4, 4) affine transform to (N, 3) points; returns (N, 3) float64."""
     T = np.asarray(T, dtype=np.float64)

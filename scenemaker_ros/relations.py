@@ -38,7 +38,12 @@ from scipy.spatial import ConvexHull, QhullError
 from scenemaker_ros.config import RelationsConfig
 from scenemaker_ros.errors import SceneMakerError
 from scenemaker_ros.export.world import WorldFrame, gravity_frame, repaired_mesh
-from scenemaker_ros.geometry import raycasting_scene, sample_surface, transform_points
+from scenemaker_ros.geometry import (
+    raycasting_scene,
+    sample_surface,
+    surface_distances,
+    transform_points,
+)
 from scenemaker_ros.scene import Scene, load_scene, posed_vertices, save_scene
 
 PREDICATES = ("on", "supported_by", "touching", "near", "inside", "contains", "left_of",
@@ -99,11 +104,6 @@ def _body(object_id: int, vertices: np.ndarray, faces: np.ndarray, cfg: Relation
     return _Body(id=object_id, points=np.concatenate([samples, vertices]),
                  centre=samples.mean(axis=0), lo=vertices.min(axis=0), hi=vertices.max(axis=0),
                  surface=surface, hull=planes, hull_volume=volume)
-
-
-def _distances(body: _Body, points: np.ndarray) -> np.ndarray:
-    """Exact distance (N,) from points (N, 3) to the body's surface, m."""
-    return body.surface.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
 
 
 def _beneath(points: np.ndarray, body: _Body, tol: float) -> np.ndarray:
@@ -178,7 +178,7 @@ def _pairs(bodies: list[_Body], cfg: RelationsConfig) -> dict[tuple[int, int], _
         for b, body_b in enumerate(bodies):
             gap = np.maximum(body_a.lo - body_b.hi, body_b.lo - body_a.hi).max()
             if a != b and gap <= cfg.near_distance_m:
-                to_other[a, b] = _distances(body_b, body_a.points)
+                to_other[a, b] = surface_distances(body_b.surface, body_a.points)
     for (a, b), dist in to_other.items():
         contact = bodies[a].points[dist <= tol]
         below = float(np.mean(_beneath(contact, bodies[b], tol))) if len(contact) else 0.0

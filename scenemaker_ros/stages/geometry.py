@@ -69,6 +69,7 @@ from scenemaker_ros.geometry import (
     rotations_about_z,
     sample_surface,
     solid_centroid,
+    surface_distances,
     transform_points,
 )
 from scenemaker_ros.metrics import _chamfer_fscore
@@ -545,12 +546,10 @@ class KnownMatcher:
         ObjectGeometry, posed by T_cam_obj)."""
         if not matched:
             return [np.zeros(len(points), bool) for points in point_sets]
-        import open3d as o3d  # the distance queries; a dependency of the renderer as well
-
         surfaces = raycasting_scene([(transform_points(g.T_cam_obj, g.vertices), g.faces)
                                      for g in matched])
-        return [surfaces.compute_distance(o3d.core.Tensor(np.asarray(points, np.float32)))
-                .numpy() < self.cfg.known_explain_m for points in point_sets]
+        return [surface_distances(surfaces, points) < self.cfg.known_explain_m
+                for points in point_sets]
 
 
 class RetrievalGeometry:
