@@ -111,13 +111,13 @@ def test_resting_starts_include_the_true_pose(cfg, family, seed):
     errors = np.array([pose_errors(T @ known.to_normalised, obj.pose_matrix,
                                    sample.symmetries[0])[:2] for T in starts])
     rotation, translation = errors[np.argmin(errors[:, 0])]
-    assert rotation < 360 / 16 / 2 + 2 and translation < 0.015  # measured: <= 8.7 deg, 12 mm
+    assert rotation < 360 / 16 / 2 + 2 and translation < 0.015  # measured: <= 8.7 deg, 5.7 mm
 
 
 def test_voted_shifts_place_a_half_hidden_object(cfg, monkeypatch):
     """The wedge of the test above with the left half of its points gone, as behind an
     occluder: under the observed centroid its resting starts end 32 mm from the truth at best
-    (after the slides), the voted ones 12 mm (measured)."""
+    (after the slides), the voted ones 18 mm (measured with 16 guide points)."""
     shape = make_shape("wedge", 4)
     data = _data_config(min_objects=1, max_objects=1, upright_prob=0.0, min_size_m=0.15,
                         max_size_m=0.15)
